@@ -1,0 +1,51 @@
+"""Embedded Limitless Exchange simulator: REST + Socket.IO on loopback.
+
+Used by the integration tests and by the ``simulate`` and ``demo`` commands::
+
+    sim = Simulator(SimulatorConfig(seed=7, rate_hz=50))
+    async with anyio.create_task_group() as tg:
+        address = await tg.start(sim.run)   # SimulatorAddress(api_url=..., ws_url=...)
+        ...
+        tg.cancel_scope.cancel()
+
+It is written independently of the client codec (``streamer.protocol``) and REST
+client so tests compare two implementations of the wire contract.
+"""
+
+from __future__ import annotations
+
+from streamer.simulator.exchange import (
+    BookUpdate,
+    BookView,
+    Exchange,
+    ExchangeEvent,
+    Level,
+    Market,
+    MarketCreated,
+    MarketResolved,
+    PriceUpdate,
+    SimulatorConfig,
+    StepEvent,
+)
+from streamer.simulator.rest import RestStats
+from streamer.simulator.server import Simulator, SimulatorAddress, SimulatorStats
+from streamer.simulator.ws import WsStats
+
+__all__ = [
+    "BookUpdate",
+    "BookView",
+    "Exchange",
+    "ExchangeEvent",
+    "Level",
+    "Market",
+    "MarketCreated",
+    "MarketResolved",
+    "PriceUpdate",
+    "RestStats",
+    "Simulator",
+    "SimulatorAddress",
+    "SimulatorConfig",
+    "SimulatorStats",
+    "StepEvent",
+    "WsStats",
+]
