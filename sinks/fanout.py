@@ -1,0 +1,640 @@
+"""Bounded fan-out: one queue and one runner task per sink, each with its own overflow policy.
+
+::
+
+    publish(record) ─┬─► queue[stdout] (bounded deque + policy) ─► runner ─► stdout.write(batch)
+                     └─► queue[file:x] (bounded deque + policy) ─► runner ─► file.write(batch)
+
+* ``publish`` is the hot path: a deque append per sink, no task switch unless a ``block`` queue
+  is full (then the caller waits: backpressure on the feed). ``drop-newest`` discards the new
+  record, ``drop-oldest`` evicts the oldest queued one; either way ``SinkStats.dropped`` counts it.
+  A producer that must not wait between making and enqueueing records awaits
+  :meth:`Fanout.wait_ready` first and then calls :meth:`Fanout.publish_nowait`; a burst may then
+  overshoot a ``block`` queue's size, up to ``BLOCK_OVERSHOOT_FACTOR`` times it (hard bound,
+  beyond which records are dropped and counted).
+* Runners take up to ``batch_max`` queued records and call ``sink.write(batch)``.
+  :class:`SinkUnavailable` retries the same batch with backoff while the queue keeps filling
+  under its policy, so a slow or broken sink stalls nobody else unless its policy is ``block``.
+* ``on_error`` decides, per sink and never implicitly, what a failure does:
+
+  ========== ============================================ ================================
+  on_error   SinkUnavailable (write or open)              SinkRejected
+  ========== ============================================ ================================
+  retry      retry the same batch with backoff, forever   drop that batch, count, go on
+  disable    stop the sink (queue dropped and counted)    stop the sink
+  crash      re-raise out of :meth:`Fanout.run`           re-raise out of :meth:`Fanout.run`
+  ========== ============================================ ================================
+
+  :class:`SinkClosed` (e.g. EPIPE on stdout) always stops the sink, adds it to
+  ``closed_sinks`` and sets ``closed_sinks_event`` so the app can stop cleanly. Anything that is
+  not a :class:`SinkError` is a bug and propagates.
+* Shutdown: :meth:`Fanout.close` (or cancelling :meth:`Fanout.run`) stops intake; runners drain
+  their queues, bounded by ``drain_timeout_s``; what is left is logged and counted as dropped;
+  then every sink is ``aclose()``\\d (bounded by ``drain_timeout_s`` again). Runners sit in
+  shielded scopes, so the drain survives cancellation of ``run``.
+
+Backoff: ``sinks`` may not import ``streamer``, so ``backoff`` is a zero-argument factory of
+delay iterators; ``streamer.retry.Backoff(...).delays`` fits as is. The default is a local
+jittered exponential (0.5 s doubling to 30 s, ±20 %).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Final, Literal
+
+import anyio
+from anyio.abc import TaskStatus
+
+from sinks.base import (
+    Reopenable,
+    Sink,
+    SinkClosed,
+    SinkConfigError,
+    SinkError,
+    SinkRejected,
+    SinkUnavailable,
+)
+from sinks.records import Record
+
+__all__ = [
+    "OverflowPolicy",
+    "OnError",
+    "ON_ERROR_CHOICES",
+    "SinkState",
+    "SinkSpec",
+    "SinkStats",
+    "Fanout",
+    "BackoffFactory",
+    "default_backoff",
+    "DEFAULT_QUEUE_SIZE",
+    "DEFAULT_BATCH_MAX",
+    "DEFAULT_DRAIN_TIMEOUT_S",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_QUEUE_SIZE: Final = 10_000
+DEFAULT_BATCH_MAX: Final = 512
+DEFAULT_DRAIN_TIMEOUT_S: Final = 3.0
+BLOCK_OVERSHOOT_FACTOR: Final = 2
+"""``publish_nowait`` may fill a ``block`` queue up to this many times its size (see there)."""
+DEFAULT_BACKOFF_INITIAL_S: Final = 0.5
+DEFAULT_BACKOFF_FACTOR: Final = 2.0
+DEFAULT_BACKOFF_CAP_S: Final = 30.0
+DEFAULT_BACKOFF_JITTER: Final = 0.2
+
+OnError = Literal["retry", "disable", "crash"]
+ON_ERROR_CHOICES: Final[tuple[OnError, ...]] = ("retry", "disable", "crash")
+
+BackoffFactory = Callable[[], Iterator[float]]
+"""Returns a fresh iterator of retry delays in seconds (one per retry sequence)."""
+
+
+class OverflowPolicy(StrEnum):
+    """What ``publish`` does when a sink's queue is full."""
+
+    BLOCK = "block"
+    """Wait for space: backpressure on the publisher (the feed)."""
+    DROP_OLDEST = "drop-oldest"
+    """Evict the oldest queued record to make room."""
+    DROP_NEWEST = "drop-newest"
+    """Discard the record being published."""
+
+
+class SinkState(StrEnum):
+    """Lifecycle of one sink inside the fan-out."""
+
+    OPENING = "opening"
+    OPEN = "open"
+    FAILING = "failing"
+    """The last open/write raised SinkUnavailable; retrying with backoff."""
+    CLOSED = "closed"
+    """The output went away for good (SinkClosed)."""
+    DISABLED = "disabled"
+    """Stopped by ``on_error="disable"``."""
+    STOPPED = "stopped"
+    """Drained and finished after ``close()``."""
+
+
+def default_backoff() -> Iterator[float]:
+    """Jittered, capped exponential delays: 0.5 s, 1 s, 2 s … 30 s, each ±20 %."""
+    rand = random.random
+    delay = DEFAULT_BACKOFF_INITIAL_S
+    while True:
+        yield delay * (1.0 + DEFAULT_BACKOFF_JITTER * (2.0 * rand() - 1.0))
+        delay = min(DEFAULT_BACKOFF_CAP_S, delay * DEFAULT_BACKOFF_FACTOR)
+
+
+@dataclass(frozen=True, slots=True)
+class SinkSpec:
+    """One sink plus how the fan-out treats it.
+
+    Attributes:
+        sink: the output.
+        policy: what to do when its queue is full.
+        queue_size: records the queue holds (besides the batch being written).
+        batch_max: most records handed to one ``write``.
+        on_error: ``retry``, ``disable`` or ``crash`` (see the module docstring).
+
+    Raises:
+        SinkConfigError: a bad policy, size or on_error.
+    """
+
+    sink: Sink
+    policy: OverflowPolicy = OverflowPolicy.BLOCK
+    queue_size: int = DEFAULT_QUEUE_SIZE
+    batch_max: int = DEFAULT_BATCH_MAX
+    on_error: OnError = "retry"
+
+    def __post_init__(self) -> None:
+        name = self.sink.name
+        try:
+            object.__setattr__(self, "policy", OverflowPolicy(self.policy))
+        except ValueError:
+            raise SinkConfigError(name, f"policy {self.policy!r} is not one of "
+                                        f"{', '.join(OverflowPolicy)}") from None
+        if self.queue_size < 1:
+            raise SinkConfigError(name, f"queue_size must be >= 1, got {self.queue_size}")
+        if self.batch_max < 1:
+            raise SinkConfigError(name, f"batch_max must be >= 1, got {self.batch_max}")
+        if self.on_error not in ON_ERROR_CHOICES:
+            raise SinkConfigError(name, f"on_error {self.on_error!r} is not one of "
+                                        f"{', '.join(ON_ERROR_CHOICES)}")
+
+
+class SinkStats:
+    """Every per-sink number in one place (exported as metrics by the app).
+
+    Attributes:
+        enqueued: records accepted into the queue.
+        written: records a ``write`` returned for.
+        dropped: records lost: overflow, rejected batches, a closed/disabled sink, and what was
+            left at shutdown.
+        errors: failed ``open``/``write`` calls.
+        retries: retries after SinkUnavailable.
+        max_depth: highest queue depth seen.
+        in_flight: records in the batch being written.
+        capacity: the queue's bound.
+        state: the sink's :class:`SinkState`.
+    """
+
+    __slots__ = ("enqueued", "written", "dropped", "errors", "retries", "max_depth",
+                 "in_flight", "capacity", "state", "_items")
+
+    def __init__(self, capacity: int, items: deque[Record]) -> None:
+        self.enqueued = 0
+        self.written = 0
+        self.dropped = 0
+        self.errors = 0
+        self.retries = 0
+        self.max_depth = 0
+        self.in_flight = 0
+        self.capacity = capacity
+        self.state = SinkState.OPENING
+        self._items = items
+
+    @property
+    def depth(self) -> int:
+        """Records waiting in the queue now."""
+        return len(self._items)
+
+    def __repr__(self) -> str:
+        fields = " ".join(f"{name}={getattr(self, name)}" for name in self.__slots__[:-1])
+        return f"<SinkStats {fields} depth={self.depth}>"
+
+
+class _SinkQueue:
+    """A sink's bounded FIFO; the only place that knows the overflow policies.
+
+    anyio memory streams cannot evict the oldest item, hence a deque plus two one-shot events
+    (re-armed on demand): ``_data`` wakes the single runner, ``_space`` wakes blocked publishers.
+    A new policy (``conflate``) is one more branch in :meth:`_overflow`.
+    """
+
+    __slots__ = ("items", "stats", "_capacity", "_policy", "_closed", "_data", "_space")
+
+    def __init__(self, policy: OverflowPolicy, capacity: int) -> None:
+        self.items: deque[Record] = deque()
+        self.stats = SinkStats(capacity, self.items)
+        self._capacity = capacity
+        self._policy = policy
+        self._closed = False
+        self._data: anyio.Event | None = None
+        self._space: anyio.Event | None = None
+
+    @property
+    def closed(self) -> bool:
+        """No more records are accepted (they are counted as dropped)."""
+        return self._closed
+
+    def offer(self, record: Record) -> bool:
+        """Enqueue without waiting; ``False`` only when a ``block`` queue is full."""
+        if self._closed:
+            self.stats.dropped += 1
+            return True
+        items = self.items
+        if len(items) >= self._capacity:
+            return self._overflow(record)
+        items.append(record)
+        stats = self.stats
+        stats.enqueued += 1
+        if len(items) > stats.max_depth:
+            stats.max_depth = len(items)
+        if self._data is not None:
+            self._data.set()
+            self._data = None
+        return True
+
+    @property
+    def has_space(self) -> bool:
+        """Below capacity, or closed (a closed queue never makes anyone wait)."""
+        return self._closed or len(self.items) < self._capacity
+
+    def force(self, record: Record) -> bool:
+        """Enqueue into a full ``block`` queue up to the hard bound; else drop and count."""
+        if len(self.items) >= self._capacity * BLOCK_OVERSHOOT_FACTOR:
+            self.stats.dropped += 1
+            return False
+        self.items.append(record)
+        self.stats.enqueued += 1
+        self.stats.max_depth = max(self.stats.max_depth, len(self.items))
+        return True
+
+    async def wait_space(self) -> None:
+        """Return once :attr:`has_space`."""
+        while not self.has_space:
+            if self._space is None:
+                self._space = anyio.Event()
+            await self._space.wait()
+
+    def _overflow(self, record: Record) -> bool:
+        policy = self._policy
+        if policy is OverflowPolicy.BLOCK:
+            return False
+        self.stats.dropped += 1
+        if policy is OverflowPolicy.DROP_OLDEST:
+            self.items.popleft()
+            self.items.append(record)
+            self.stats.enqueued += 1
+        return True
+
+    async def put(self, record: Record) -> None:
+        """Enqueue, waiting for space if the policy is ``block``."""
+        while not self.offer(record):
+            await self.wait_space()
+
+    async def get_batch(self, limit: int) -> list[Record]:
+        """Up to ``limit`` records, waiting for the first; ``[]`` once closed and empty."""
+        items = self.items
+        while not items:
+            if self._closed:
+                return []
+            if self._data is None:
+                self._data = anyio.Event()
+            await self._data.wait()
+        batch = [items.popleft() for _ in range(min(limit, len(items)))]
+        self._wake_publishers()
+        return batch
+
+    def close(self) -> None:
+        """Stop accepting; the runner still drains what is queued."""
+        self._closed = True
+        if self._data is not None:
+            self._data.set()
+            self._data = None
+        self._wake_publishers()
+
+    def discard(self) -> int:
+        """Drop everything queued and return how many records that was (not counted here)."""
+        count = len(self.items)
+        self.items.clear()
+        self._wake_publishers()
+        return count
+
+    def _wake_publishers(self) -> None:
+        if self._space is not None:
+            self._space.set()
+            self._space = None
+
+
+class _Slot:
+    """One sink's runtime state inside the fan-out."""
+
+    __slots__ = ("spec", "sink", "name", "queue", "stats", "scope", "ready", "stopped",
+                 "rejections")
+
+    def __init__(self, spec: SinkSpec) -> None:
+        self.spec = spec
+        self.sink = spec.sink
+        self.name = spec.sink.name
+        self.queue = _SinkQueue(spec.policy, spec.queue_size)
+        self.stats = self.queue.stats
+        self.scope: anyio.CancelScope | None = None
+        self.ready = anyio.Event()
+        """Set after the first open attempt (success or not)."""
+        self.stopped = False
+        self.rejections = 0
+
+
+class Fanout:
+    """Delivers every published record to every sink through a bounded per-sink queue.
+
+    Args:
+        specs: the sinks and their policies; names must be unique.
+        drain_timeout_s: how long shutdown waits for queues to drain (and, separately, for
+            sinks to close).
+        backoff: factory of retry-delay iterators (see the module docstring).
+
+    Attributes:
+        stats: per-sink counters by sink name.
+        closed_sinks: names of sinks whose output went away (SinkClosed).
+        closed_sinks_event: set when the first sink closed; the app may stop on it.
+
+    Raises:
+        SinkConfigError: two sinks share a name.
+    """
+
+    def __init__(
+        self,
+        specs: Sequence[SinkSpec],
+        *,
+        drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S,
+        backoff: BackoffFactory | None = None,
+    ) -> None:
+        self._slots = [_Slot(spec) for spec in specs]
+        names = [slot.name for slot in self._slots]
+        for name in names:
+            if names.count(name) > 1:
+                raise SinkConfigError(name, "two sinks have this name; give one a name= option")
+        self._queues = tuple(slot.queue for slot in self._slots)
+        self._block_queues = tuple(slot.queue for slot in self._slots
+                                   if slot.spec.policy is OverflowPolicy.BLOCK)
+        self._drain_timeout_s = drain_timeout_s
+        self._backoff = backoff or default_backoff
+        self.stats: dict[str, SinkStats] = {slot.name: slot.stats for slot in self._slots}
+        self.closed_sinks: set[str] = set()
+        self.closed_sinks_event = anyio.Event()
+        self._close_requested = anyio.Event()
+        self._runners_done = anyio.Event()
+        self._active = 0
+        self._started = False
+
+    @property
+    def closing(self) -> bool:
+        """``close()`` was called (or ``run`` was cancelled)."""
+        return self._close_requested.is_set()
+
+    @property
+    def closed(self) -> anyio.Event:
+        """Same as :attr:`closed_sinks_event`."""
+        return self.closed_sinks_event
+
+    @property
+    def ready(self) -> bool:
+        """No ``block`` queue is full: ``publish_nowait`` will not overshoot any."""
+        return all(queue.has_space for queue in self._block_queues)
+
+    async def wait_ready(self) -> None:
+        """Wait until :attr:`ready` (backpressure from ``block`` sinks)."""
+        while not self.ready:
+            for queue in self._block_queues:
+                await queue.wait_space()
+
+    async def publish(self, record: Record) -> None:
+        """Queue ``record`` for every sink, applying each sink's overflow policy.
+
+        Only waits when a ``block`` queue is full. After ``close()`` records are dropped
+        (and counted), not raised on: publishers may still be winding down.
+        """
+        for queue in self._queues:
+            if not queue.offer(record):
+                await queue.put(record)
+
+    def publish_nowait(self, record: Record) -> bool:
+        """Like :meth:`publish` but never waits.
+
+        Meant to follow :meth:`wait_ready`: a full ``block`` queue still takes the record, up
+        to ``BLOCK_OVERSHOOT_FACTOR`` times its size; past that the record is dropped (counted).
+
+        Returns:
+            ``False`` if some ``block`` queue dropped the record, else ``True``.
+        """
+        delivered = True
+        for queue in self._queues:
+            if not queue.offer(record) and not queue.force(record):
+                delivered = False
+        return delivered
+
+    def reopen(self) -> None:
+        """Ask every sink that can (:class:`~sinks.base.Reopenable`) to reopen its output.
+
+        For SIGHUP after logrotate; only sets flags, so safe from a signal handler.
+        """
+        for slot in self._slots:
+            if isinstance(slot.sink, Reopenable):
+                slot.sink.reopen()
+
+    def close(self) -> None:
+        """Stop intake; runners drain their queues and ``run`` returns. Idempotent."""
+        for queue in self._queues:
+            queue.close()
+        self._close_requested.set()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Open the sinks, run one runner per sink, and drain and close them on shutdown.
+
+        ``task_status.started()`` is called once every sink had its first open attempt (a sink
+        that failed keeps retrying in its runner). Returns after :meth:`close` and the drain;
+        if cancelled, performs the same drain shielded, then re-raises the cancellation.
+
+        Raises:
+            SinkError: from a sink whose ``on_error`` is ``crash`` (inside an ExceptionGroup).
+            RuntimeError: ``run`` was called twice.
+        """
+        if self._started:
+            raise RuntimeError("Fanout.run() may only be called once")
+        self._started = True
+        try:
+            async with anyio.create_task_group() as tg:
+                try:
+                    for slot in self._slots:
+                        await tg.start(self._run_slot, slot)
+                    for slot in self._slots:
+                        await slot.ready.wait()
+                    task_status.started()
+                    await self._close_requested.wait()
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await self._drain()
+        finally:
+            with anyio.CancelScope(shield=True):
+                self._count_leftovers()
+                await self._aclose_all()
+
+    # -- shutdown -------------------------------------------------------------------------
+
+    async def _drain(self) -> None:
+        self.close()
+        if self._active:
+            with anyio.move_on_after(self._drain_timeout_s):
+                await self._runners_done.wait()
+        for slot in self._slots:
+            if slot.scope is not None:
+                slot.scope.cancel()
+
+    def _count_leftovers(self) -> None:
+        for slot in self._slots:
+            left = self._stop(slot, SinkState.STOPPED)
+            if left:
+                logger.warning("sink %s: %d records not written before shutdown "
+                               "(drain timeout %.1f s)", slot.name, left, self._drain_timeout_s)
+
+    async def _aclose_all(self) -> None:
+        with anyio.move_on_after(self._drain_timeout_s) as scope:
+            for slot in self._slots:
+                try:
+                    await slot.sink.aclose()
+                except SinkError as exc:
+                    logger.warning("sink %s: close failed: %s", slot.name, exc)
+        if scope.cancelled_caught:
+            logger.warning("sinks did not close within %.1f s", self._drain_timeout_s)
+
+    # -- runner ---------------------------------------------------------------------------
+
+    async def _run_slot(
+        self, slot: _Slot, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        self._active += 1
+        try:
+            # Shielded so the drain survives cancellation of run(); _drain() cancels this
+            # scope itself once drain_timeout_s has passed.
+            with anyio.CancelScope(shield=True) as slot.scope:
+                task_status.started()
+                if await self._open(slot):
+                    await self._serve(slot)
+        finally:
+            slot.ready.set()
+            self._active -= 1
+            if not self._active:
+                self._runners_done.set()
+
+    async def _serve(self, slot: _Slot) -> None:
+        queue, limit = slot.queue, slot.spec.batch_max
+        while not slot.stopped:
+            batch = await queue.get_batch(limit)
+            if not batch:
+                return
+            slot.stats.in_flight = len(batch)
+            await self._deliver(slot, batch)
+            slot.stats.in_flight = 0
+
+    async def _open(self, slot: _Slot) -> bool:
+        """Open with retries; ``False`` if the sink was stopped instead."""
+        delays: Iterator[float] | None = None
+        while True:
+            try:
+                await slot.sink.open()
+            except SinkUnavailable as exc:
+                if not self._should_retry(slot, "open", exc):
+                    return False
+                slot.ready.set()
+                if slot.queue.closed and not slot.queue.items:
+                    return False  # shutting down with nothing to write
+                delays = delays if delays is not None else self._backoff()
+                await anyio.sleep(next(delays))
+                slot.stats.retries += 1
+            except SinkClosed as exc:
+                self._mark_closed(slot, exc)
+                return False
+            except SinkError as exc:  # rejected or misconfigured: retrying cannot help
+                slot.stats.errors += 1
+                self._fatal(slot, "open", exc)
+                return False
+            else:
+                self._mark_open(slot)
+                slot.ready.set()
+                return True
+
+    async def _deliver(self, slot: _Slot, batch: list[Record]) -> None:
+        """Write ``batch``, retrying SinkUnavailable per ``on_error``."""
+        delays: Iterator[float] | None = None
+        while True:
+            try:
+                await slot.sink.write(batch)
+            except SinkUnavailable as exc:
+                if not self._should_retry(slot, "write", exc):
+                    return
+                delays = delays if delays is not None else self._backoff()
+                await anyio.sleep(next(delays))
+                slot.stats.retries += 1
+            except SinkRejected as exc:
+                self._rejected(slot, batch, exc)
+                return
+            except SinkClosed as exc:
+                self._mark_closed(slot, exc)
+                return
+            else:
+                slot.stats.written += len(batch)
+                if slot.stats.state is not SinkState.OPEN:
+                    self._mark_open(slot)
+                return
+
+    # -- state changes (each logged once) -------------------------------------------------
+
+    def _should_retry(self, slot: _Slot, op: str, exc: SinkUnavailable) -> bool:
+        slot.stats.errors += 1
+        if slot.spec.on_error != "retry":
+            self._fatal(slot, op, exc)
+            return False
+        if slot.stats.state is not SinkState.FAILING:
+            logger.warning("sink %s: %s failed, retrying with backoff: %s", slot.name, op, exc)
+            slot.stats.state = SinkState.FAILING
+        return True
+
+    def _rejected(self, slot: _Slot, batch: list[Record], exc: SinkRejected) -> None:
+        slot.stats.errors += 1
+        if slot.spec.on_error != "retry":
+            self._fatal(slot, "write", exc)
+            return
+        slot.stats.dropped += len(batch)
+        slot.stats.in_flight = 0
+        slot.rejections += 1
+        level = logging.WARNING if slot.rejections == 1 else logging.DEBUG
+        logger.log(level, "sink %s: batch of %d records rejected and dropped: %s",
+                   slot.name, len(batch), exc)
+
+    def _fatal(self, slot: _Slot, op: str, exc: SinkError) -> None:
+        """Apply ``on_error`` to a failure that is not retried: crash (re-raise) or disable."""
+        if slot.spec.on_error == "crash":
+            logger.error("sink %s: %s failed (on_error=crash): %s", slot.name, op, exc)
+            raise exc
+        logger.error("sink %s: %s failed, sink disabled: %s", slot.name, op, exc)
+        self._stop(slot, SinkState.DISABLED)
+
+    def _mark_open(self, slot: _Slot) -> None:
+        if slot.stats.state is SinkState.FAILING:
+            logger.info("sink %s: recovered after %d retries", slot.name, slot.stats.retries)
+        slot.stats.state = SinkState.OPEN
+
+    def _mark_closed(self, slot: _Slot, exc: SinkClosed) -> None:
+        logger.warning("sink %s: output closed for good, sink stopped: %s", slot.name, exc)
+        self._stop(slot, SinkState.CLOSED)
+        self.closed_sinks.add(slot.name)
+        self.closed_sinks_event.set()
+
+    def _stop(self, slot: _Slot, state: SinkState) -> int:
+        """Stop intake, drop what is queued or in flight (counted); return that count."""
+        slot.queue.close()
+        left = slot.queue.discard() + slot.stats.in_flight
+        slot.stats.dropped += left
+        slot.stats.in_flight = 0
+        slot.stopped = True
+        if slot.stats.state in (SinkState.OPENING, SinkState.OPEN, SinkState.FAILING):
+            slot.stats.state = state
+        return left
