@@ -1,0 +1,177 @@
+"""Wiring: the one top-level task group of the daemon.
+
+::
+
+    outer task group
+    ├── fanout.run            sinks open first, drain last
+    └── producers task group  (cancelled on SIGTERM/SIGINT or when stdout goes away)
+        ├── signals           SIGTERM/SIGINT → shutdown, SIGHUP → reopen file sinks
+        ├── discovery         bootstrap markets over REST, re-poll, lifecycle events
+        └── run_feed          reconnect loop → Feed.run_session
+
+Shutdown cancels the producers, then closes the fan-out, which drains every sink
+queue within ``shutdown_grace_s`` and closes the sinks.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Callable
+
+import anyio
+import httpx
+from anyio.abc import TaskStatus
+
+from sinks.fanout import Fanout, SinkSpec
+from streamer import __version__
+from streamer.auth import Credentials
+from streamer.config import Settings
+from streamer.errors import ConfigError, RestError
+from streamer.feed import Feed, now_ms
+from streamer.protocol.messages import Market
+from streamer.supervisor import run_feed
+from streamer.transport.rest import RestClient, RetryPolicy
+from streamer.universe import Universe, expand, is_live
+
+logger = logging.getLogger(__name__)
+
+
+class Discovery:
+    """Bootstraps the market set over REST and keeps it current."""
+
+    def __init__(self, settings: Settings, rest: RestClient, feed: Feed) -> None:
+        self._settings = settings
+        self._rest = rest
+        self._feed = feed
+        self._poke = anyio.Event()
+
+    def on_market_event(self, kind: str, slug: str) -> None:
+        """``marketCreated`` polls now; ``marketResolved`` drops the market now."""
+        if kind == "resolved" and self._settings.all_markets:
+            if self._feed.universe.get(slug) is not None:
+                self._feed.publish(self._feed.universe.remove(slug, now_ms(), "RESOLVED"))
+                self._feed.universe_changed()
+        elif kind == "created" and self._settings.all_markets:
+            self._poke.set()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Bootstrap (retrying forever), signal readiness, then re-poll periodically."""
+        delays = self._settings.rest.backoff.delays()
+        while True:
+            try:
+                markets = await self._discover()
+                break
+            except RestError as exc:
+                delay = next(delays)
+                logger.warning("market bootstrap failed: %s; retrying in %.1fs", exc, delay)
+                await anyio.sleep(delay)
+        self._apply(markets)
+        logger.info("bootstrap: following %d markets", len(self._feed.universe.slugs()))
+        task_status.started()
+        while True:
+            with anyio.move_on_after(self._settings.discovery_interval_s):
+                await self._poke.wait()
+            self._poke = anyio.Event()
+            try:
+                self._apply(await self._discover())
+            except RestError as exc:
+                logger.warning("market discovery failed: %s; keeping the current set", exc)
+
+    async def _discover(self) -> list[Market]:
+        s = self._settings
+        found: list[Market] = []
+        if s.all_markets:
+            now = now_ms()
+            active = await self._rest.active_markets(limit=s.rest.page_limit)
+            found.extend(m for m in expand(active) if is_live(m, now))
+        missing = []
+        for slug in s.markets:
+            try:
+                found.extend(expand([await self._rest.market(slug)]))
+            except RestError as exc:
+                if exc.status != 404:
+                    raise
+                missing.append(slug)
+        if missing:
+            logger.error("markets not found on the venue, skipped: %s", ", ".join(missing))
+            if len(missing) == len(s.markets) and not s.all_markets:
+                raise ConfigError(f"markets: none of the configured markets exist: {missing}")
+        return found
+
+    def _apply(self, markets: list[Market]) -> None:
+        before = self._feed.universe.version
+        for record in self._feed.universe.update(markets, now_ms(), prune=self._settings.all_markets):
+            self._feed.publish(record)
+        if self._feed.universe.version != before:
+            self._feed.universe_changed()
+
+
+async def _watch_signals(fanout: Fanout, shutdown: anyio.CancelScope) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        async for signum in signals:
+            if signum == signal.SIGHUP:
+                logger.info("SIGHUP: reopening file sinks")
+                fanout.reopen()
+                continue
+            logger.info("%s: shutting down", signal.Signals(signum).name)
+            shutdown.cancel()
+            return
+
+
+async def _watch_closed_sinks(fanout: Fanout, shutdown: anyio.CancelScope) -> None:
+    await fanout.closed.wait()
+    logger.info("an output closed (e.g. the stdout pipe); shutting down")
+    shutdown.cancel()
+
+
+async def run(
+    settings: Settings,
+    credentials: Credentials | None,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    on_feed: Callable[[Feed], None] | None = None,
+    handle_signals: bool = True,
+    specs: list[SinkSpec] | None = None,
+) -> None:
+    """Run the daemon until a signal, a closed output, or a fatal error.
+
+    Args:
+        settings: validated settings.
+        credentials: REST/WS credentials or None for public data.
+        transport: httpx transport override (tests).
+        on_feed: called with the Feed once built (tests and metrics hook in here).
+        handle_signals: install SIGTERM/SIGINT/SIGHUP handling (off in tests).
+        specs: sinks to use instead of ``settings.sinks`` (tests, embedding).
+    """
+    specs = settings.sink_specs() if specs is None else specs
+    fanout = Fanout(specs, drain_timeout_s=settings.shutdown_grace_s)
+    async with httpx.AsyncClient(
+        timeout=settings.rest.timeout_s,
+        transport=transport,
+        headers={"User-Agent": f"limitless-streamer/{__version__}"},
+    ) as http:
+        rest = RestClient(
+            http,
+            base_url=settings.api_url,
+            credentials=credentials,
+            retry=RetryPolicy(max_attempts=settings.rest.max_attempts,
+                              backoff=settings.rest.backoff),
+        )
+        async with anyio.create_task_group() as outer:
+            await outer.start(fanout.run)
+            try:
+                async with anyio.create_task_group() as producers:
+                    if handle_signals:
+                        producers.start_soon(_watch_signals, fanout, producers.cancel_scope)
+                    producers.start_soon(_watch_closed_sinks, fanout, producers.cancel_scope)
+                    feed = Feed(settings, rest, fanout, Universe())
+                    discovery = Discovery(settings, rest, feed)
+                    feed.on_market_event = discovery.on_market_event
+                    if on_feed is not None:
+                        on_feed(feed)
+                    await producers.start(discovery.run)
+                    await producers.start(run_feed, feed, settings.ws_url, settings.feed,
+                                          credentials)
+            finally:
+                fanout.close()

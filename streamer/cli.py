@@ -1,0 +1,224 @@
+"""Command line: ``run``, ``simulate``, ``demo``.
+
+Exit status: 0 after a clean shutdown (SIGTERM/SIGINT, or the stdout reader went
+away), 2 for bad flags or configuration (one line on stderr naming the problem),
+1 for anything else (so systemd or Kubernetes restarts the process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from functools import partial
+from collections.abc import Mapping, Sequence
+from typing import Any, NoReturn
+
+import anyio
+
+from streamer import __version__
+from streamer.errors import ConfigError
+
+logger = logging.getLogger("streamer")
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error in one line and exits 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _add_run_flags(p: argparse.ArgumentParser, *, demo: bool = False) -> None:
+    if not demo:
+        p.add_argument("--config", metavar="FILE", help="TOML config file (flags win over it)")
+        p.add_argument("--api-url", dest="api_url", help="REST base URL")
+        p.add_argument("--ws-url", dest="ws_url", help="WebSocket base URL")
+        p.add_argument("--market", dest="markets", action="append", metavar="SLUG",
+                       help="follow this market (repeatable; a group slug expands)")
+        p.add_argument("--all-markets", dest="all_markets", action="store_true", default=None,
+                       help="follow every active CLOB market, re-polled periodically")
+        p.add_argument("--discovery-interval", dest="discovery_interval_s", type=float,
+                       metavar="SECONDS", help="re-poll interval for the market list")
+    p.add_argument("--sink", dest="sinks", action="append", metavar="URL",
+                   help="output (repeatable): stdout:, file:PATH[?max_bytes=&rotate=&keep=]")
+    p.add_argument("--log-level", dest="log_level",
+                   choices=["debug", "info", "warning", "error"])
+
+
+def _add_sim_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    p.add_argument("--markets", dest="sim_markets", type=int, default=12,
+                   help="number of CLOB markets (default 12)")
+    p.add_argument("--rate", type=float, default=20.0, help="book updates per second in all")
+    p.add_argument("--kick-every", type=float, metavar="SECONDS",
+                   help="disconnect every client every N seconds")
+    p.add_argument("--stall-every", type=float, metavar="SECONDS",
+                   help="go silent every N seconds")
+    p.add_argument("--stall-for", type=float, default=5.0, metavar="SECONDS")
+    p.add_argument("--malformed-rate", type=float, default=0.0,
+                   help="fraction of event frames sent malformed")
+    p.add_argument("--rest-429-rate", type=float, default=0.0)
+    p.add_argument("--rest-503-rate", type=float, default=0.0)
+    p.add_argument("--ping-interval-ms", type=int, default=25000)
+    p.add_argument("--ping-timeout-ms", type=int, default=20000)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI's argument parser."""
+    parser = _Parser(prog="limitless-streamer",
+                     description="Real-time order books from Limitless Exchange as NDJSON.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    run = sub.add_parser("run", help="run the daemon")
+    _add_run_flags(run)
+    sim = sub.add_parser("simulate", help="run only the embedded simulator")
+    _add_sim_flags(sim)
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--rest-port", type=int, default=0, help="REST port (0: any free port)")
+    sim.add_argument("--ws-port", type=int, default=0, help="WebSocket port (0: any free port)")
+    sim.add_argument("--log-level", dest="log_level", default="info",
+                     choices=["debug", "info", "warning", "error"])
+    demo = sub.add_parser("demo", help="simulator + daemon in one process, NDJSON to stdout")
+    _add_sim_flags(demo)
+    _add_run_flags(demo, demo=True)
+    return parser
+
+
+_RUN_KEYS = ("api_url", "ws_url", "markets", "all_markets", "discovery_interval_s", "sinks",
+             "log_level")
+
+
+def _overrides(ns: argparse.Namespace) -> dict[str, Any]:
+    return {k: getattr(ns, k) for k in _RUN_KEYS if getattr(ns, k, None) is not None}
+
+
+def _sim_config(ns: argparse.Namespace) -> Any:
+    from streamer.simulator import SimulatorConfig
+
+    try:
+        return SimulatorConfig(
+            seed=ns.seed, markets=ns.sim_markets, rate_hz=ns.rate, kick_every_s=ns.kick_every,
+            stall_every_s=ns.stall_every, stall_for_s=ns.stall_for,
+            malformed_rate=ns.malformed_rate, rest_429_rate=ns.rest_429_rate,
+            rest_503_rate=ns.rest_503_rate, ping_interval_ms=ns.ping_interval_ms,
+            ping_timeout_ms=ns.ping_timeout_ms,
+        )
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"simulator: {exc}") from None
+
+
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    """Entry point of ``limitless-streamer`` and ``python -m streamer``."""
+    ns = build_parser().parse_args(argv)
+    env = os.environ if env is None else env
+    try:
+        if ns.command == "run":
+            return _cmd_run(ns, env)
+        if ns.command == "simulate":
+            return _cmd_simulate(ns)
+        return _cmd_demo(ns)
+    except ConfigError as exc:
+        sys.stderr.write(f"limitless-streamer: error: {exc}\n")
+        return EXIT_USAGE
+
+
+def _cmd_run(ns: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from streamer import app
+    from streamer.config import load_credentials, load_settings
+    from streamer.logutil import setup_logging
+
+    settings = load_settings(ns.config, _overrides(ns))
+    credentials = load_credentials(env)
+    setup_logging(settings.log_level)
+    logger.info("limitless-streamer %s starting: api %s, ws %s, sinks %s", __version__,
+                settings.api_url, settings.ws_url, ", ".join(settings.sinks))
+    return _run_guarded(lambda: app.run(settings, credentials))
+
+
+def _cmd_simulate(ns: argparse.Namespace) -> int:
+    from streamer.logutil import setup_logging
+    from streamer.simulator import Simulator
+
+    config = _sim_config(ns)
+    setup_logging(ns.log_level)
+
+    async def serve() -> None:
+        sim = Simulator(config)
+        async with anyio.create_task_group() as tg:
+            address = await tg.start(
+                partial(sim.run, host=ns.host, rest_port=ns.rest_port, ws_port=ns.ws_port)
+            )
+            logger.info("simulator ready: --api-url %s --ws-url %s", address.api_url,
+                        address.ws_url)
+            sys.stderr.flush()
+            await _wait_for_stop_signal()
+            tg.cancel_scope.cancel()
+
+    return _run_guarded(serve)
+
+
+def _cmd_demo(ns: argparse.Namespace) -> int:
+    from streamer import app
+    from streamer.config import load_settings
+    from streamer.logutil import setup_logging
+    from streamer.simulator import Simulator
+
+    config = _sim_config(ns)
+    overrides = _overrides(ns)
+    # Validate before starting anything (placeholder URLs; the real ones come below).
+    load_settings(None, {**overrides, "all_markets": True})
+    setup_logging(overrides.get("log_level", "info"))
+
+    async def demo() -> None:
+        sim = Simulator(config)
+        async with anyio.create_task_group() as tg:
+            address = await tg.start(sim.run)
+            logger.info("demo: simulator at %s and %s", address.api_url, address.ws_url)
+            settings = load_settings(None, {**overrides, "all_markets": True,
+                                            "api_url": address.api_url,
+                                            "ws_url": address.ws_url,
+                                            "discovery_interval_s": 10.0})
+            await app.run(settings, None)
+            tg.cancel_scope.cancel()
+
+    return _run_guarded(demo)
+
+
+async def _wait_for_stop_signal() -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for _ in signals:
+            return
+
+
+def _run_guarded(fn: Any) -> int:
+    try:
+        anyio.run(fn)
+    except BaseException as exc:  # noqa: BLE001 - the process boundary maps everything
+        return _exit_code(exc)
+    return EXIT_OK
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for e in exc.exceptions for leaf in _leaves(e)]
+    return [exc]
+
+
+def _exit_code(exc: BaseException) -> int:
+    """Map what escaped the event loop to an exit status (ConfigError wins)."""
+    leaves = _leaves(exc)
+    for leaf in leaves:
+        if isinstance(leaf, ConfigError):
+            sys.stderr.write(f"limitless-streamer: error: {leaf}\n")
+            return EXIT_USAGE
+    if all(isinstance(leaf, KeyboardInterrupt) for leaf in leaves):
+        return EXIT_OK
+    logger.critical("fatal error, exiting: %r", leaves[0], exc_info=leaves[0])
+    return EXIT_FAILURE

@@ -1,0 +1,176 @@
+"""Settings: one tree of frozen msgspec Structs, from a TOML file, flags and the environment.
+
+Precedence: defaults < ``--config`` file < command-line flags. Secrets come from the
+environment only (``LIMITLESS_API_KEY``, or ``LIMITLESS_HMAC_TOKEN_ID`` +
+``LIMITLESS_HMAC_SECRET``) and are read only in :func:`load_credentials`. Every problem
+raises :class:`~streamer.errors.ConfigError` with a single line that names the field;
+the CLI turns it into exit status 2.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final, Literal
+from urllib.parse import urlsplit
+
+import msgspec
+
+from sinks.base import SinkConfigError
+from sinks.fanout import SinkSpec
+from sinks.url import parse_sink_url
+from streamer.auth import Credentials, credentials_from_env
+from streamer.errors import ConfigError
+from streamer.retry import Backoff
+
+DEFAULT_API_URL: Final = "https://api.limitless.exchange"
+DEFAULT_WS_URL: Final = "wss://ws.limitless.exchange"
+DEFAULT_NAMESPACE: Final = "/markets"
+DEFAULT_MAX_FRAME_BYTES: Final = 16 * 1024 * 1024
+
+LogLevel = Literal["debug", "info", "warning", "error"]
+_SLUG_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._~-]{0,199}$")
+
+
+class FeedSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """WebSocket feed knobs."""
+
+    namespace: str = DEFAULT_NAMESPACE
+    connect_timeout_s: float = 10.0
+    stable_after_s: float = 30.0
+    """A session that lasted this long resets the reconnect backoff."""
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+    backoff: Backoff = Backoff(initial_s=1.0, factor=2.0, cap_s=30.0, jitter=0.2)
+    lifecycle: bool = True
+    """Also subscribe to ``marketCreated``/``marketResolved`` (``subscribe_market_lifecycle``)."""
+
+
+class RestSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """REST client knobs."""
+
+    timeout_s: float = 30.0
+    max_attempts: int = 4
+    backoff: Backoff = Backoff(initial_s=1.0, factor=2.0, cap_s=30.0, jitter=0.2)
+    seed_concurrency: int = 4
+    """REST book fetches in flight at once while (re)seeding."""
+    page_limit: int = 25
+
+
+class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The whole configuration of one daemon."""
+
+    api_url: str = DEFAULT_API_URL
+    ws_url: str = DEFAULT_WS_URL
+    markets: tuple[str, ...] = ()
+    all_markets: bool = False
+    discovery_interval_s: float = 60.0
+    sinks: tuple[str, ...] = ("stdout:",)
+    log_level: LogLevel = "info"
+    shutdown_grace_s: float = 3.0
+    feed: FeedSettings = FeedSettings()
+    rest: RestSettings = RestSettings()
+
+    def sink_specs(self) -> list[SinkSpec]:
+        """Parse every sink URL; a bad one raises ConfigError naming it."""
+        specs = []
+        for url in self.sinks:
+            try:
+                specs.append(parse_sink_url(url))
+            except SinkConfigError as exc:
+                raise ConfigError(f"sinks: {exc}") from None
+        names = [spec.sink.name for spec in specs]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"sinks: the same sink is configured twice: {names}")
+        return specs
+
+
+
+def load_settings(config_path: str | None, overrides: Mapping[str, Any]) -> Settings:
+    """Build Settings from an optional TOML file and flag overrides (flags win).
+
+    Args:
+        config_path: path of a TOML file, or ``None``.
+        overrides: flag values already parsed, keyed by Settings field; ``None`` values
+            mean "not given" and are skipped.
+
+    Raises:
+        ConfigError: unreadable file, bad TOML, unknown or ill-typed field, or a
+            value that fails validation; the message names the field.
+    """
+    data: dict[str, Any] = {}
+    if config_path is not None:
+        data = _read_toml(config_path)
+    for key, value in overrides.items():
+        if value is not None:
+            data[key] = value
+    try:
+        settings = msgspec.convert(data, type=Settings)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"config: {exc}") from None
+    _validate(settings)
+    return settings
+
+
+def load_credentials(env: Mapping[str, str]) -> Credentials | None:
+    """Credentials from the environment, or ``None`` for public data only.
+
+    Raises:
+        ConfigError: a half-configured HMAC pair (names the missing variable).
+    """
+    try:
+        return credentials_from_env(env)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _read_toml(path: str) -> dict[str, Any]:
+    try:
+        text = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"--config {path}: {exc.strerror or exc}") from None
+    try:
+        return tomllib.loads(text.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--config {path}: {exc}") from None
+
+
+def _validate(s: Settings) -> None:
+    _check_url("api_url", s.api_url, ("http", "https"))
+    _check_url("ws_url", s.ws_url, ("ws", "wss"))
+    for slug in s.markets:
+        if not _SLUG_RE.match(slug):
+            raise ConfigError(f"markets: invalid market slug {slug!r}")
+    if not s.markets and not s.all_markets:
+        raise ConfigError("markets: no markets selected (pass --market SLUG or --all-markets)")
+    if not s.sinks:
+        raise ConfigError("sinks: at least one sink is required")
+    positive = {
+        "discovery_interval_s": s.discovery_interval_s,
+        "shutdown_grace_s": s.shutdown_grace_s,
+        "feed.connect_timeout_s": s.feed.connect_timeout_s,
+        "feed.stable_after_s": s.feed.stable_after_s,
+        "feed.max_frame_bytes": s.feed.max_frame_bytes,
+        "rest.timeout_s": s.rest.timeout_s,
+        "rest.max_attempts": s.rest.max_attempts,
+        "rest.seed_concurrency": s.rest.seed_concurrency,
+        "rest.page_limit": s.rest.page_limit,
+    }
+    for name, value in positive.items():
+        if not value > 0:
+            raise ConfigError(f"{name}: must be > 0, got {value}")
+    for name, b in (("feed.backoff", s.feed.backoff), ("rest.backoff", s.rest.backoff)):
+        if not (b.initial_s > 0 and b.factor >= 1 and b.cap_s >= b.initial_s and 0 <= b.jitter < 1):
+            raise ConfigError(
+                f"{name}: need initial_s > 0, factor >= 1, cap_s >= initial_s, 0 <= jitter < 1"
+            )
+    if not s.feed.namespace.startswith("/"):
+        raise ConfigError(f"feed.namespace: must start with '/', got {s.feed.namespace!r}")
+    s.sink_specs()
+
+
+def _check_url(field: str, url: str, schemes: tuple[str, ...]) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in schemes or not parts.hostname:
+        raise ConfigError(f"{field}: expected a {'/'.join(schemes)} URL, got {url!r}")

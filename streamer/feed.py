@@ -1,0 +1,404 @@
+"""The feed: one Socket.IO session at a time, turned into book events.
+
+A session is one task group owned by :meth:`Feed.run_session`:
+
+- the reader: ``transport.receive()`` → :class:`SocketIOProtocol` → handlers → fan-out,
+  under a watchdog whose deadline moves on with every frame (``pingInterval +
+  pingTimeout`` once the Engine.IO open packet told us those numbers);
+- ``seed_concurrency`` seeders that fetch REST books for markets that need one (after
+  every subscribe, on a crossed book) *outside* the read loop, so a slow REST API never
+  delays a pong;
+- a watcher that re-sends ``subscribe_market_prices`` when discovery changed the set.
+
+Ordering: every record of a market gets its ``seq`` from that market's synchronizer and
+is handed to the fan-out with :meth:`Fanout.publish_nowait` in the same synchronous
+step, so records enter every sink queue in ``seq`` order even though two tasks (reader
+and seeders) produce them. Backpressure (``block`` sinks) is awaited *before* a record
+is made, never between making and enqueueing it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final
+
+import anyio
+import msgspec
+
+from orderbook.errors import InvalidLevel
+from orderbook.types import SCHEMA_VERSION, BookSnapshot
+from sinks.fanout import Fanout
+from sinks.records import MarketCreated, MarketResolved, PriceData, Record, Status
+from streamer.config import Settings
+from streamer.errors import (
+    ConnectRefused,
+    HeartbeatTimeout,
+    RestError,
+    ServerDisconnect,
+)
+from streamer.logutil import RateLimitedLog
+from streamer.protocol.messages import (
+    EVENT_DECODERS,
+    MarketCreatedPayload,
+    MarketResolvedPayload,
+    OrderbookUpdate,
+    normalize_token,
+    timestamp_ms,
+)
+from streamer.protocol.session import (
+    AckReceived,
+    ConnectRefused as ConnectRefusedEvent,
+    Disconnected,
+    EventReceived,
+    FrameRejected,
+    NamespaceConnected,
+    Opened,
+    SocketIOProtocol,
+)
+from streamer.transport.rest import RestClient
+from streamer.transport.websocket import Transport
+from streamer.universe import Universe
+
+logger = logging.getLogger(__name__)
+
+_ORDERBOOK_DECODER: Final = EVENT_DECODERS["orderbookUpdate"]
+_CREATED_DECODER: Final = EVENT_DECODERS["marketCreated"]
+_RESOLVED_DECODER: Final = EVENT_DECODERS["marketResolved"]
+_SUBSCRIBE_ENCODER: Final = msgspec.json.Encoder()
+_DECODE_ERRORS: Final = (msgspec.DecodeError, msgspec.ValidationError, ValueError)
+
+
+def now_ms() -> int:
+    """Local wall-clock time in epoch milliseconds."""
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(slots=True)
+class FeedStats:
+    """Every feed counter in one place (exported as metrics by the edge)."""
+
+    frames: int = 0
+    events: Counter[str] = field(default_factory=Counter)
+    unknown_events: Counter[str] = field(default_factory=Counter)
+    decode_errors: Counter[str] = field(default_factory=Counter)
+    frames_rejected: int = 0
+    invalid_books: int = 0
+    unknown_market: int = 0
+    foreign_token: int = 0
+    records: Counter[str] = field(default_factory=Counter)
+    seeds: Counter[str] = field(default_factory=Counter)
+    """Completed REST (re-)seeds by reason."""
+    seeds_superseded: int = 0
+    seed_failures: int = 0
+    sessions: int = 0
+    disconnects: Counter[str] = field(default_factory=Counter)
+    connected: bool = False
+    subscribed_markets: int = 0
+    last_frame_monotonic: float = 0.0
+
+
+class _Subscribe(msgspec.Struct):
+    marketSlugs: list[str]
+    marketAddresses: list[str]
+
+
+class Feed:
+    """Turns Socket.IO sessions into records for the fan-out.
+
+    The feed outlives sessions: the universe, the synchronizers (and so ``seq``)
+    and the stats persist across reconnects.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        rest: RestClient,
+        fanout: Fanout,
+        universe: Universe,
+        *,
+        on_market_event: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self._settings = settings
+        self._rest = rest
+        self._fanout = fanout
+        self.universe = universe
+        self.stats = FeedStats()
+        self.on_market_event = on_market_event
+        self._pending: dict[str, str] = {}
+        self._inflight: set[str] = set()
+        self._wake = anyio.Event()
+        self._universe_changed = anyio.Event()
+        self._subscribed_version = -1
+        self._log_bad = RateLimitedLog(logger, interval_s=10.0)
+
+    # -- public API -----------------------------------------------------------------
+
+    def universe_changed(self) -> None:
+        """Discovery changed the market set: resubscribe in the live session."""
+        self._universe_changed.set()
+
+    def publish(self, record: Record) -> None:
+        """Hand one record to every sink (never awaits; see module docstring)."""
+        self.stats.records[record_type(record)] += 1
+        self._fanout.publish_nowait(record)
+
+    def emit_status(self, state: str, reason: str | None = None, **extra: int | str) -> None:
+        """Publish a ``status`` record."""
+        self.publish(Status(v=SCHEMA_VERSION, state=state, recv_ts=now_ms(), reason=reason,
+                            **extra))  # type: ignore[arg-type]
+
+    def on_disconnect(self, reason: str, detail: str, attempt: int, delay_s: float) -> None:
+        """The supervisor lost the session: count, log once, emit ``status``."""
+        self.stats.disconnects[reason] += 1
+        logger.warning("feed disconnected (%s: %s); reconnecting in %.1fs (attempt %d)",
+                       reason, detail, delay_s, attempt)
+        self.emit_status("disconnected", f"{reason}: {detail}", attempt=attempt)
+
+    async def run_session(self, transport: Transport) -> None:
+        """Run one connected session until it ends; always raises.
+
+        Raises:
+            TransportError: heartbeat timeout, kick, connect error or lost socket.
+        """
+        protocol = SocketIOProtocol(namespace=self._settings.feed.namespace)
+        self.stats.sessions += 1
+        self._pending.clear()
+        self._subscribed_version = -1
+        try:
+            async with anyio.create_task_group() as tg:
+                for _ in range(self._settings.rest.seed_concurrency):
+                    tg.start_soon(self._seeder)
+                tg.start_soon(self._watch_universe, transport, protocol)
+                await self._read_loop(transport, protocol)
+        finally:
+            self.stats.connected = False
+            self._inflight.clear()
+
+    # -- the reader -----------------------------------------------------------------
+
+    async def _read_loop(self, transport: Transport, protocol: SocketIOProtocol) -> None:
+        liveness_s = self._settings.feed.connect_timeout_s
+        with anyio.CancelScope(deadline=anyio.current_time() + liveness_s) as watchdog:
+            while True:
+                frame = await transport.receive()
+                watchdog.deadline = anyio.current_time() + liveness_s
+                if not self._fanout.ready:
+                    await self._fanout.wait_ready()
+                self.stats.frames += 1
+                protocol.receive_text(frame)
+                for event in protocol.events_received():
+                    if isinstance(event, EventReceived):
+                        self._on_event(event.name, event.payload)
+                    elif isinstance(event, Opened):
+                        liveness_s = (event.ping_interval_ms + event.ping_timeout_ms) / 1000.0
+                        watchdog.deadline = anyio.current_time() + liveness_s
+                    else:
+                        self._on_control(event, protocol)
+                for out in protocol.data_to_send():
+                    await transport.send(out)
+        raise HeartbeatTimeout(f"no frame for {liveness_s:.1f}s")
+
+    def _on_control(self, event: object, protocol: SocketIOProtocol) -> None:
+        if isinstance(event, NamespaceConnected):
+            first = self.stats.disconnects.total() == 0
+            self.stats.connected = True
+            logger.info("feed connected: namespace %s joined", event.namespace)
+            self.emit_status("connected")
+            self._subscribe(protocol, "bootstrap" if first else "resubscribe")
+        elif isinstance(event, FrameRejected):
+            self.stats.frames_rejected += 1
+            self._log_bad.warning("frame", "malformed frame skipped (%s): %.120r",
+                                  event.reason, event.frame)
+        elif isinstance(event, Disconnected):
+            raise ServerDisconnect(f"server closed the session ({event.reason})")
+        elif isinstance(event, ConnectRefusedEvent):
+            raise ConnectRefused(f"namespace connect refused: {event.message}")
+        elif isinstance(event, AckReceived):
+            pass  # we request no acks
+
+    def _subscribe(self, protocol: SocketIOProtocol, reason: str) -> None:
+        """Send the one subscription with the full union, then re-seed every book."""
+        slugs = self.universe.slugs()
+        payload = _SUBSCRIBE_ENCODER.encode(
+            _Subscribe(marketSlugs=slugs, marketAddresses=self.universe.addresses())
+        )
+        protocol.emit("subscribe_market_prices", payload)
+        if self._settings.feed.lifecycle and self._subscribed_version < 0:
+            protocol.emit("subscribe_market_lifecycle", b"{}")
+        self._subscribed_version = self.universe.version
+        self.stats.subscribed_markets = len(slugs)
+        state = "subscribed" if reason == "bootstrap" else "resubscribed"
+        self.emit_status(state, reason, markets=len(slugs))
+        for slug in slugs:
+            entry = self.universe.markets[slug]
+            if reason != "universe" or not entry.sync.seeded:
+                entry.sync.request_snapshot(reason)
+                self._request_seed(slug, reason)
+
+    def _on_event(self, name: str, payload: msgspec.Raw) -> None:
+        self.stats.events[name] += 1
+        if name == "orderbookUpdate":
+            self._on_orderbook(payload)
+        elif name == "newPriceData":
+            self._on_price_data(payload)
+        elif name == "marketCreated":
+            self._on_created(payload)
+        elif name == "marketResolved":
+            self._on_resolved(payload)
+        elif name not in ("system", "authenticated"):
+            self.stats.unknown_events[name] += 1
+            self._log_bad.warning("unknown:" + name[:40], "unknown event %.40r ignored", name)
+
+    def _on_orderbook(self, payload: msgspec.Raw) -> None:
+        recv_ts = now_ms()
+        try:
+            update: OrderbookUpdate = _ORDERBOOK_DECODER.decode(payload)
+            ts = timestamp_ms(update.timestamp)
+        except _DECODE_ERRORS as exc:
+            self._decode_error("orderbookUpdate", exc)
+            return
+        entry = self.universe.get(update.marketSlug)
+        if entry is None:
+            self.stats.unknown_market += 1
+            return
+        book = update.orderbook
+        token = normalize_token(book.tokenId) or entry.token
+        if entry.token and token != entry.token:
+            self.stats.foreign_token += 1
+            return
+        snapshot = BookSnapshot(entry.slug, token, book.bids, book.asks, ts, recv_ts)
+        try:
+            record = entry.sync.on_update(snapshot)
+        except InvalidLevel as exc:
+            self.stats.invalid_books += 1
+            self._log_bad.warning("invalid", "invalid book for %s skipped: %s", entry.slug, exc)
+            return
+        if record is not None:
+            self.publish(record)
+        if entry.sync.needs_snapshot:
+            self._request_seed(entry.slug, entry.sync.snapshot_reason or "resync")
+
+    def _on_price_data(self, payload: msgspec.Raw) -> None:
+        try:
+            address = _ADDRESS_DECODER.decode(payload).marketAddress
+        except _DECODE_ERRORS as exc:
+            self._decode_error("newPriceData", exc)
+            return
+        self.publish(PriceData(v=SCHEMA_VERSION, recv_ts=now_ms(),
+                               market=self.universe.amm.get(address or "", address), data=payload))
+
+    def _on_created(self, payload: msgspec.Raw) -> None:
+        try:
+            created: MarketCreatedPayload = _CREATED_DECODER.decode(payload)
+        except _DECODE_ERRORS as exc:
+            self._decode_error("marketCreated", exc)
+            return
+        self.publish(MarketCreated(v=SCHEMA_VERSION, recv_ts=now_ms(), market=created.slug,
+                                   data=payload))
+        if self.on_market_event is not None:
+            self.on_market_event("created", created.slug)
+
+    def _on_resolved(self, payload: msgspec.Raw) -> None:
+        try:
+            resolved: MarketResolvedPayload = _RESOLVED_DECODER.decode(payload)
+        except _DECODE_ERRORS as exc:
+            self._decode_error("marketResolved", exc)
+            return
+        self.publish(MarketResolved(v=SCHEMA_VERSION, recv_ts=now_ms(), market=resolved.slug,
+                                    data=payload))
+        if self.on_market_event is not None:
+            self.on_market_event("resolved", resolved.slug)
+
+    def _decode_error(self, name: str, exc: Exception) -> None:
+        self.stats.decode_errors[name] += 1
+        self._log_bad.warning("decode:" + name, "undecodable %s payload skipped: %s", name, exc)
+
+    # -- seeding --------------------------------------------------------------------
+
+    def _request_seed(self, slug: str, reason: str) -> None:
+        if slug in self._pending or slug in self._inflight:
+            return
+        self._pending[slug] = reason
+        self._wake.set()
+
+    async def _seeder(self) -> None:
+        while True:
+            while not self._pending:
+                if self._wake.is_set():
+                    self._wake = anyio.Event()
+                await self._wake.wait()
+            slug, reason = next(iter(self._pending.items()))
+            del self._pending[slug]
+            self._inflight.add(slug)
+            try:
+                await self._seed(slug, reason)
+            finally:
+                self._inflight.discard(slug)
+
+    async def _seed(self, slug: str, reason: str) -> None:
+        entry = self.universe.get(slug)
+        if entry is None:
+            return
+        before = entry.sync.stats.applied
+        try:
+            payload = await self._rest.orderbook(slug)
+        except RestError as exc:
+            self.stats.seed_failures += 1
+            logger.warning("seeding %s failed: %s; will retry", slug, exc)
+            await anyio.sleep(self._settings.rest.backoff.cap_s / 4)
+            self._request_seed(slug, reason)
+            return
+        recv_ts = now_ms()
+        if not self._fanout.ready:
+            await self._fanout.wait_ready()
+        sync = entry.sync
+        if sync.seeded and sync.stats.applied != before and not sync.book.is_crossed():
+            # A full WS book arrived while we were fetching: it is at least as fresh as
+            # anything REST can tell us, and any later change brings another update.
+            self.stats.seeds_superseded += 1
+            sync.snapshot_satisfied()
+            return
+        token = normalize_token(payload.tokenId) or entry.token
+        try:
+            record = entry.sync.on_rest_snapshot(
+                BookSnapshot(slug, token, payload.bids, payload.asks, None, recv_ts)
+            )
+        except InvalidLevel as exc:
+            self.stats.invalid_books += 1
+            logger.warning("invalid REST book for %s: %s", slug, exc)
+            return
+        self.stats.seeds[reason] += 1
+        self.publish(record)
+
+    # -- subscription changes -------------------------------------------------------
+
+    async def _watch_universe(self, transport: Transport, protocol: SocketIOProtocol) -> None:
+        while True:
+            await self._universe_changed.wait()
+            self._universe_changed = anyio.Event()
+            if self.stats.connected and self._subscribed_version != self.universe.version:
+                self._subscribe(protocol, "universe")
+                for out in protocol.data_to_send():
+                    await transport.send(out)
+
+
+class _Address(msgspec.Struct):
+    marketAddress: str | None = None
+
+
+_ADDRESS_DECODER: Final = msgspec.json.Decoder(_Address)
+
+_TYPE_NAMES: Final[dict[type, str]] = {}
+
+
+def record_type(record: Record) -> str:
+    """The ``type`` tag of a record."""
+    cls = type(record)
+    name = _TYPE_NAMES.get(cls)
+    if name is None:
+        name = _TYPE_NAMES[cls] = str(cls.__struct_config__.tag)
+    return name

@@ -1,0 +1,181 @@
+"""The set of markets the daemon follows, and the metadata records it emits for them.
+
+Pure bookkeeping (no I/O): discovery and bootstrap feed it venue ``Market`` objects,
+it answers with ``market`` records to emit and keeps one
+:class:`~orderbook.sync.BookSynchronizer` per CLOB market for the whole run, so a
+market's ``seq`` keeps counting even if it leaves and comes back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import msgspec
+
+from orderbook.sync import BookSynchronizer
+from orderbook.types import SCHEMA_VERSION
+from sinks.records import MarketInfo
+from streamer.protocol.messages import Market
+
+
+@dataclass(slots=True)
+class MarketEntry:
+    """One followed CLOB market."""
+
+    slug: str
+    token: str
+    sync: BookSynchronizer
+    info: MarketInfo
+    active: bool = True
+
+
+@dataclass(slots=True)
+class Universe:
+    """Followed markets: CLOB books by slug, AMM price feeds by address."""
+
+    markets: dict[str, MarketEntry] = field(default_factory=dict)
+    amm: dict[str, str] = field(default_factory=dict)
+    """AMM market address -> slug (``newPriceData`` pass-through)."""
+    version: int = 0
+    """Bumped whenever the subscription set changes."""
+
+    def slugs(self) -> list[str]:
+        """Active CLOB slugs, sorted (the ``marketSlugs`` of the subscription)."""
+        return sorted(s for s, e in self.markets.items() if e.active)
+
+    def addresses(self) -> list[str]:
+        """AMM addresses (the ``marketAddresses`` of the subscription)."""
+        return sorted(self.amm)
+
+    def active(self) -> list[MarketEntry]:
+        """Active CLOB market entries."""
+        return [e for e in self.markets.values() if e.active]
+
+    def get(self, slug: str) -> MarketEntry | None:
+        """The active entry for ``slug``, or None."""
+        entry = self.markets.get(slug)
+        return entry if entry is not None and entry.active else None
+
+    def update(self, markets: Iterable[Market], now_ms: int, *, prune: bool) -> list[MarketInfo]:
+        """Merge a discovery result; returns the ``market`` records to emit.
+
+        Args:
+            markets: leaf markets (groups already expanded) that should be followed.
+            now_ms: local time for the records.
+            prune: drop followed markets missing from ``markets`` (``--all-markets``).
+        """
+        out: list[MarketInfo] = []
+        seen: set[str] = set()
+        changed = False
+        for market in markets:
+            seen.add(market.slug)
+            if (market.tradeType or "clob").lower() == "amm":
+                changed |= self._update_amm(market)
+                continue
+            info = market_info(market, now_ms, "added")
+            entry = self.markets.get(market.slug)
+            if entry is None:
+                token = info.token or ""
+                entry = MarketEntry(market.slug, token, BookSynchronizer(market.slug, token), info)
+                self.markets[market.slug] = entry
+                out.append(info)
+                changed = True
+            elif not entry.active or _differs(entry.info, info):
+                event = "added" if not entry.active else "updated"
+                changed |= not entry.active
+                entry.active = True
+                entry.info = market_info(market, now_ms, event)
+                out.append(entry.info)
+        if prune:
+            for entry in self.active():
+                if entry.slug not in seen:
+                    out.append(self.remove(entry.slug, now_ms))
+                    changed = True
+        if changed:
+            self.version += 1
+        return out
+
+    def remove(self, slug: str, now_ms: int, status: str | None = None) -> MarketInfo:
+        """Stop following ``slug``; returns its ``market`` record with event ``removed``."""
+        entry = self.markets[slug]
+        entry.active = False
+        entry.info = msgspec_replace(entry.info, now_ms, status)
+        self.version += 1
+        return entry.info
+
+    def _update_amm(self, market: Market) -> bool:
+        address = market.address
+        if not address or address in self.amm:
+            return False
+        self.amm[address] = market.slug
+        return True
+
+
+def expand(markets: Iterable[Market]) -> list[Market]:
+    """Replace group (NegRisk) markets by their child markets, where the books live."""
+    out: list[Market] = []
+    for market in markets:
+        if market.markets:
+            children = [
+                c if c.groupSlug else msgspec.structs.replace(c, groupSlug=market.slug)
+                for c in market.markets
+            ]
+            out.extend(expand(children))
+        else:
+            out.append(market)
+    return out
+
+
+def is_live(market: Market, now_ms: int) -> bool:
+    """False for expired or resolved markets."""
+    if market.expired or market.winningOutcomeIndex is not None:
+        return False
+    status = (market.status or "").upper()
+    if status in {"RESOLVED", "CLOSED", "EXPIRED"}:
+        return False
+    exp = market.expirationTimestamp
+    return exp is None or exp > now_ms
+
+
+def market_info(market: Market, now_ms: int, event: str) -> MarketInfo:
+    """The ``market`` record for a venue market."""
+    tokens: dict[str, str] = {}
+    if market.yes_token is not None:
+        tokens["yes"] = market.yes_token
+    if market.no_token is not None:
+        tokens["no"] = market.no_token
+    venue = market.venue
+    return MarketInfo(
+        v=SCHEMA_VERSION,
+        market=market.slug,
+        recv_ts=now_ms,
+        title=market.title or "",
+        token=tokens.get("yes"),
+        tokens=tokens,
+        exchange=venue.exchange if venue is not None else None,
+        adapter=venue.adapter if venue is not None else None,
+        status=market.status,
+        expiration=market.expirationTimestamp,
+        trade_type=market.tradeType,
+        group=market.groupSlug,
+        event=event,
+    )
+
+
+def _differs(a: MarketInfo, b: MarketInfo) -> bool:
+    return (a.title, a.tokens, a.exchange, a.adapter, a.status, a.expiration) != (
+        b.title,
+        b.tokens,
+        b.exchange,
+        b.adapter,
+        b.status,
+        b.expiration,
+    )
+
+
+def msgspec_replace(info: MarketInfo, now_ms: int, status: str | None) -> MarketInfo:
+    """``info`` marked removed at ``now_ms`` (optionally with a new status)."""
+    return msgspec.structs.replace(
+        info, recv_ts=now_ms, event="removed", status=status if status else info.status
+    )
