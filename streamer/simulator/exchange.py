@@ -102,8 +102,12 @@ class SimulatorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     ping_timeout_ms: int = 20000
     quirks: bool = True
     page_limit_max: int = 25
+    shift_p: float = 0.15
+    """Share of random-walk operations that move the whole book 1-3 ticks (every level
+    changes). 0.15 is a stress test; real books mostly change one or two levels."""
 
     def __post_init__(self) -> None:
+        _check(0 <= self.shift_p <= 0.15, "shift_p must be in [0, 0.15]")
         _check(min(self.markets, self.groups, self.amm_markets) >= 0, "market counts must be >= 0")
         _check(1 <= self.levels <= MAX_LEVELS, f"levels must be in 1..{MAX_LEVELS}")
         _check(self.rate_hz >= 0, "rate_hz must be >= 0")
@@ -476,7 +480,7 @@ class Exchange:
     def _walk(self, book: _Book) -> None:
         for _ in range(self._rng.randint(1, 3)):
             op = self._rng.random()
-            if op < 0.45:
+            if op < 0.45 or (op < 0.60 and op - 0.45 >= self._config.shift_p):
                 self._resize(book)
             elif op < 0.60:
                 self._shift(book)

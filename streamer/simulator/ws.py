@@ -561,3 +561,8 @@ def _poisoned(rng: random.Random, payload: dict[str, Any]) -> dict[str, Any]:
         levels = [{"price": "NaN", "size": Decimal(1)}]
     book[side] = levels
     return {**payload, "orderbook": book}
+
+
+def orderbook_frame(event: BookUpdate, quirks: Quirks) -> str:
+    """The ``orderbookUpdate`` frame the simulator would push for ``event`` (benchmarks)."""
+    return event_frame("orderbookUpdate", _book_payload(event, quirks))
