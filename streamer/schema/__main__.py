@@ -1,0 +1,5 @@
+import sys
+
+from streamer.schema import render
+
+sys.stdout.write(render())

@@ -1,0 +1,169 @@
+"""The command line: exit statuses, one-line errors, and real-process shutdown."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sinks.records import decode_record
+from streamer.cli import main
+from streamer.feed import record_type
+from streamer.schema import render, shipped
+
+
+def _one_line_error(capsys: pytest.CaptureFixture[str], *words: str) -> None:
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["run"], ["markets"]),
+        (["run", "--bogus"], ["--bogus"]),
+        (["run", "--market"], ["--market"]),
+        (["run", "--market", "a", "--log-level", "loud"], ["--log-level"]),
+        (["run", "--market", "a", "--api-url", "ftp://x"], ["api_url"]),
+        (["run", "--market", "a", "--ws-url", "http://x"], ["ws_url"]),
+        (["run", "--market", "bad slug!"], ["markets", "bad slug!"]),
+        (["run", "--market", "a", "--sink", "carrier-pigeon:"], ["sinks"]),
+        (["run", "--market", "a", "--sink", "file:/tmp/x?rotate=soon"], ["rotate"]),
+        (["run", "--market", "a", "--discovery-interval", "-1"], ["discovery_interval_s"]),
+        (["bogus"], ["bogus"]),
+    ],
+)
+def test_cli_bad_flags_exit_2_with_one_line(
+    argv: list[str], words: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc_info:
+        raise SystemExit(main(argv, env={}))
+    assert exc_info.value.code == 2
+    _one_line_error(capsys, *words)
+
+
+@pytest.mark.parametrize(
+    ("toml", "words"),
+    [
+        ('markets = ["a"]\nfeed = { connect_timeout_s = "soon" }\n', ["feed.connect_timeout_s"]),
+        ('markets = ["a"]\ncolour = "blue"\n', ["colour"]),
+        ('markets = ["a"]\n[rest]\nmax_attempts = 0\n', ["rest.max_attempts"]),
+        ("markets = [\n", ["--config"]),
+        ('markets = ["a"]\n[feed.backoff]\njitter = 2.0\n', ["feed.backoff"]),
+    ],
+)
+def test_cli_bad_config_file_exits_2_naming_the_field(
+    tmp_path: Path, toml: str, words: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(toml)
+    assert main(["run", "--config", str(path)], env={}) == 2
+    _one_line_error(capsys, *words)
+
+
+def test_cli_missing_config_file_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--config", "/nonexistent/limitless.toml"], env={}) == 2
+    _one_line_error(capsys, "/nonexistent/limitless.toml")
+
+
+def test_cli_half_hmac_credentials_exit_2_without_the_secret(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    secret = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+    assert main(["run", "--market", "a"], env={"LIMITLESS_HMAC_SECRET": secret}) == 2
+    err = capsys.readouterr().err
+    assert "LIMITLESS_HMAC_TOKEN_ID" in err and secret not in err
+
+
+def test_cli_flags_override_the_config_file(tmp_path: Path) -> None:
+    from streamer.config import load_settings
+
+    path = tmp_path / "config.toml"
+    path.write_text('markets = ["from-file"]\nlog_level = "debug"\n[rest]\nmax_attempts = 7\n')
+    settings = load_settings(str(path), {"markets": ["from-flag"]})
+    assert settings.markets == ("from-flag",)
+    assert settings.log_level == "debug" and settings.rest.max_attempts == 7
+
+
+def test_schema_file_shipped_matches_the_record_structs() -> None:
+    assert shipped() == render(), "run: python -m streamer.schema > streamer/schema/events.schema.json"
+
+
+# -- real processes -----------------------------------------------------------------------
+
+
+def _spawn(*args: str, stdout: int | None = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "streamer", *args], stdout=stdout,
+                            stderr=subprocess.PIPE, env=env)
+
+
+def _wait_lines(path: Path, n: int, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_bytes().count(b"\n") >= n:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{path} never reached {n} lines")
+
+
+def _stop(proc: subprocess.Popen[bytes], sig: signal.Signals) -> tuple[int, float, str]:
+    start = time.monotonic()
+    proc.send_signal(sig)
+    try:
+        _, err = proc.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+        raise AssertionError("did not exit within 10 s") from None
+    return proc.returncode, time.monotonic() - start, err.decode(errors="replace")
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_demo_process_flushes_and_exits_0_on_signal(tmp_path: Path, sig: signal.Signals) -> None:
+    out = tmp_path / "events.ndjson"
+    proc = _spawn("demo", "--rate", "200", "--kick-every", "1", "--sink", f"file:{out}")
+    _wait_lines(out, 300)
+    code, took, err = _stop(proc, sig)
+    assert code == 0, err
+    assert took < 5.0, f"shutdown took {took:.1f}s"
+    data = out.read_bytes()
+    assert data.endswith(b"\n")
+    records = [decode_record(line) for line in data.splitlines()]
+    assert {record_type(r) for r in records} >= {"market", "book", "book_delta", "status"}
+
+
+@pytest.mark.integration
+def test_run_against_an_unreachable_api_retries_and_stops_cleanly() -> None:
+    proc = _spawn("run", "--api-url", "http://127.0.0.1:9", "--ws-url", "ws://127.0.0.1:9",
+                  "--market", "some-market")
+    time.sleep(2.0)  # long enough for a few failed attempts; nothing to wait on instead
+    assert proc.poll() is None, "the daemon must not exit while the API is unreachable"
+    code, took, err = _stop(proc, signal.SIGTERM)
+    assert code == 0, err
+    assert took < 5.0
+    assert "retrying" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.integration
+def test_demo_stdout_closed_by_reader_exits_0(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    pipeline = subprocess.run(
+        f"{sys.executable} -m streamer demo --rate 200 | head -n 50",
+        shell=True, capture_output=True, env=env, timeout=30,
+    )
+    lines = pipeline.stdout.splitlines()
+    assert len(lines) == 50
+    for line in lines:
+        decode_record(line)
+    assert b"Traceback" not in pipeline.stderr
