@@ -389,9 +389,9 @@ def _dict_plan(side: _Side, levels: Sequence[PriceLevel], name: Side) -> _Plan:
             if not (size.is_finite() and size >= ZERO):
                 raise InvalidLevel(name, price, size)
             if size:
-                level = (key_of[price], size)
-                updates.append(level)
-                changes.append(level)
+                update = (key_of[price], size)
+                updates.append(update)
+                changes.append(update)
         elif not _valid(price, size):
             raise InvalidLevel(name, price, size)
         elif size:
@@ -438,9 +438,10 @@ def _carry_out(side: _Side, plan: _Plan | None) -> list[Level]:
     return plan.changes
 
 
-def _edit(held: dict[Decimal, Decimal], plan: _Plan) -> None:
+def _edit(held: dict[Decimal, Decimal] | SortedDict[Decimal, Decimal], plan: _Plan) -> None:
     for key, size in plan.updates:
-        _dict_setitem(held, key, size)  # key present: value only, key object kept
+        # Key present: store the value only; the held key object (its spelling) is kept.
+        _dict_setitem(held, key, size)  # type: ignore[arg-type]  # SortedDict is a dict
     for key in plan.removals:
         del held[key]
     for key, size in plan.inserts:
@@ -453,7 +454,7 @@ def _apply(side: _Side, levels: Sequence[Level]) -> None:
     for price, size in levels:
         if size:
             if price in held:
-                _dict_setitem(held, price, size)
+                _dict_setitem(held, price, size)  # type: ignore[arg-type]  # keeps the key
             else:
                 held[price] = size
         else:
