@@ -32,7 +32,7 @@ from streamer.feed import Feed, now_ms
 from streamer.protocol.messages import Market
 from streamer.supervisor import run_feed
 from streamer.transport.rest import RestClient, RetryPolicy
-from streamer.universe import Universe, expand, is_live
+from streamer.universe import Universe, expand, in_shard, is_live
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +97,9 @@ class Discovery:
             logger.error("markets not found on the venue, skipped: %s", ", ".join(missing))
             if len(missing) == len(s.markets) and not s.all_markets:
                 raise ConfigError(f"markets: none of the configured markets exist: {missing}")
+        shard = s.shard_spec
+        if shard is not None:
+            found = [m for m in found if in_shard(m.slug, *shard)]
         return found
 
     def _apply(self, markets: list[Market]) -> None:

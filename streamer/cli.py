@@ -46,6 +46,8 @@ def _add_run_flags(p: argparse.ArgumentParser, *, demo: bool = False) -> None:
                        help="follow every active CLOB market, re-polled periodically")
         p.add_argument("--discovery-interval", dest="discovery_interval_s", type=float,
                        metavar="SECONDS", help="re-poll interval for the market list")
+        p.add_argument("--shard", metavar="INDEX/COUNT",
+                       help="follow only this shard of the markets (stable slug hash)")
     p.add_argument("--sink", dest="sinks", action="append", metavar="URL",
                    help="output (repeatable): stdout:, file:PATH[?max_bytes=&rotate=&keep=]")
     p.add_argument("--log-level", dest="log_level",
@@ -92,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 _RUN_KEYS = ("api_url", "ws_url", "markets", "all_markets", "discovery_interval_s", "sinks",
-             "log_level")
+             "log_level", "shard")
 
 
 def _overrides(ns: argparse.Namespace) -> dict[str, Any]:

@@ -32,6 +32,7 @@ DEFAULT_MAX_FRAME_BYTES: Final = 16 * 1024 * 1024
 
 LogLevel = Literal["debug", "info", "warning", "error"]
 _SLUG_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._~-]{0,199}$")
+_SHARD_RE: Final = re.compile(r"^(\d{1,6})/(\d{1,6})$")
 
 
 class FeedSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -69,8 +70,18 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     sinks: tuple[str, ...] = ("stdout:",)
     log_level: LogLevel = "info"
     shutdown_grace_s: float = 3.0
+    shard: str | None = None
+    """``INDEX/COUNT``: follow only the markets whose slug hashes to INDEX (0-based)."""
     feed: FeedSettings = FeedSettings()
     rest: RestSettings = RestSettings()
+
+    @property
+    def shard_spec(self) -> tuple[int, int] | None:
+        """``(index, count)`` from :attr:`shard`, or None (validated at load)."""
+        if self.shard is None:
+            return None
+        index, _, count = self.shard.partition("/")
+        return int(index), int(count)
 
     def sink_specs(self) -> list[SinkSpec]:
         """Parse every sink URL; a bad one raises ConfigError naming it."""
@@ -165,6 +176,10 @@ def _validate(s: Settings) -> None:
             raise ConfigError(
                 f"{name}: need initial_s > 0, factor >= 1, cap_s >= initial_s, 0 <= jitter < 1"
             )
+    if s.shard is not None:
+        match = _SHARD_RE.match(s.shard)
+        if not match or not int(match[1]) < int(match[2]):
+            raise ConfigError(f"shard: expected INDEX/COUNT with 0 <= INDEX < COUNT, got {s.shard!r}")
     if not s.feed.namespace.startswith("/"):
         raise ConfigError(f"feed.namespace: must start with '/', got {s.feed.namespace!r}")
     s.sink_specs()

@@ -8,6 +8,7 @@ market's ``seq`` keeps counting even if it leaves and comes back.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -110,6 +111,17 @@ class Universe:
             return False
         self.amm[address] = market.slug
         return True
+
+
+def in_shard(slug: str, index: int, count: int) -> bool:
+    """Whether ``slug`` belongs to shard ``index`` of ``count``.
+
+    A stable hash (BLAKE2b of the slug's UTF-8), not Python's per-process ``hash()``:
+    every daemon, on every machine, puts each market in the same shard, so N daemons
+    with shards 0..N-1 cover every market exactly once.
+    """
+    digest = hashlib.blake2b(slug.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % count == index
 
 
 def expand(markets: Iterable[Market]) -> list[Market]:
