@@ -57,6 +57,20 @@ class RestSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     seed_concurrency: int = 4
     """REST book fetches in flight at once while (re)seeding."""
     page_limit: int = 25
+    rate_per_s: float = 10.0
+    """Shared REST budget: requests per second for bootstrap, seeds, probes and audits."""
+    burst: int = 20
+
+
+class HealthSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Per-market freshness probes and background REST audits."""
+
+    stale_after_s: float = 120.0
+    """A market with no update for this long is probed over REST (quiet or diverged?)."""
+    probe_check_s: float = 5.0
+    audit_interval_s: float = 60.0
+    """Every this often, ``audit_sample`` books are fetched and compared (0 disables)."""
+    audit_sample: int = 1
 
 
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -74,6 +88,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """``INDEX/COUNT``: follow only the markets whose slug hashes to INDEX (0-based)."""
     feed: FeedSettings = FeedSettings()
     rest: RestSettings = RestSettings()
+    health: HealthSettings = HealthSettings()
 
     @property
     def shard_spec(self) -> tuple[int, int] | None:
@@ -167,10 +182,16 @@ def _validate(s: Settings) -> None:
         "rest.max_attempts": s.rest.max_attempts,
         "rest.seed_concurrency": s.rest.seed_concurrency,
         "rest.page_limit": s.rest.page_limit,
+        "rest.rate_per_s": s.rest.rate_per_s,
+        "rest.burst": s.rest.burst,
+        "health.stale_after_s": s.health.stale_after_s,
+        "health.probe_check_s": s.health.probe_check_s,
     }
     for name, value in positive.items():
         if not value > 0:
             raise ConfigError(f"{name}: must be > 0, got {value}")
+    if s.health.audit_interval_s < 0 or s.health.audit_sample < 0:
+        raise ConfigError("health: audit_interval_s and audit_sample must be >= 0")
     for name, b in (("feed.backoff", s.feed.backoff), ("rest.backoff", s.rest.backoff)):
         if not (b.initial_s > 0 and b.factor >= 1 and b.cap_s >= b.initial_s and 0 <= b.jitter < 1):
             raise ConfigError(

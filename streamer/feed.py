@@ -29,6 +29,7 @@ from typing import Final
 import anyio
 import msgspec
 
+from orderbook.book import OrderBook
 from orderbook.errors import InvalidLevel
 from orderbook.types import SCHEMA_VERSION, BookSnapshot
 from sinks.fanout import Fanout
@@ -45,6 +46,7 @@ from streamer.protocol.messages import (
     EVENT_DECODERS,
     MarketCreatedPayload,
     MarketResolvedPayload,
+    OrderbookPayload,
     OrderbookUpdate,
     normalize_token,
     timestamp_ms,
@@ -69,7 +71,10 @@ _ORDERBOOK_DECODER: Final = EVENT_DECODERS["orderbookUpdate"]
 _CREATED_DECODER: Final = EVENT_DECODERS["marketCreated"]
 _RESOLVED_DECODER: Final = EVENT_DECODERS["marketResolved"]
 _SUBSCRIBE_ENCODER: Final = msgspec.json.Encoder()
-_DECODE_ERRORS: Final = (msgspec.DecodeError, msgspec.ValidationError, ValueError)
+_DECODE_ERRORS: Final = (msgspec.DecodeError, msgspec.ValidationError, ValueError,
+                         RecursionError)
+CHECK_REASONS: Final = frozenset({"stale_probe", "audit"})
+"""Seed reasons that first compare REST with the held book and re-seed only on a difference."""
 
 
 def now_ms() -> int:
@@ -94,6 +99,12 @@ class FeedStats:
     """Completed REST (re-)seeds by reason."""
     seeds_superseded: int = 0
     seed_failures: int = 0
+    probes: int = 0
+    """Staleness probes and audits that compared a REST book with the held one."""
+    quiet: int = 0
+    """Probes that found a silent market's book unchanged: quiet, not stale."""
+    divergences: Counter[str] = field(default_factory=Counter)
+    """Held books found different from REST, by how (``stale_probe``, ``audit``)."""
     sessions: int = 0
     disconnects: Counter[str] = field(default_factory=Counter)
     connected: bool = False
@@ -173,6 +184,7 @@ class Feed:
                 for _ in range(self._settings.rest.seed_concurrency):
                     tg.start_soon(self._seeder)
                 tg.start_soon(self._watch_universe, transport, protocol)
+                tg.start_soon(self._check_freshness)
                 await self._read_loop(transport, protocol)
         finally:
             self.stats.connected = False
@@ -286,6 +298,7 @@ class Feed:
             self.stats.invalid_books += 1
             self._log_bad.warning("invalid", "invalid book for %s skipped: %s", entry.slug, exc)
             return
+        entry.last_update_ms = recv_ts
         if record is not None:
             self._fanout.publish_nowait(record)  # counted by the synchronizer's stats
         if entry.sync.needs_snapshot:
@@ -371,6 +384,14 @@ class Feed:
             self.stats.seeds_superseded += 1
             sync.snapshot_satisfied()
             return
+        if reason in CHECK_REASONS:
+            self.stats.probes += 1
+            if same_book(sync.book, payload):
+                self.stats.quiet += reason == "stale_probe"
+                return
+            self.stats.divergences[reason] += 1
+            logger.warning("%s: held book differs from REST (%s); re-seeding", slug, reason)
+            self.emit_status("divergence", reason, market=slug)
         token = normalize_token(payload.tokenId) or entry.token
         try:
             record = entry.sync.on_rest_snapshot(
@@ -380,8 +401,42 @@ class Feed:
             self.stats.invalid_books += 1
             logger.warning("invalid REST book for %s: %s", slug, exc)
             return
+        entry.last_update_ms = recv_ts
         self.stats.seeds[reason] += 1
         self.publish(record)
+
+    # -- freshness ------------------------------------------------------------------
+
+    async def _check_freshness(self) -> None:
+        """Probe silent markets and audit a sample, through the seeders.
+
+        A silent market is probed once per ``stale_after_s``: the seeder compares the
+        REST book with the held one; equal means quiet, different means re-seed. The
+        audit walks the markets round-robin, ``audit_sample`` every ``audit_interval_s``.
+        """
+        health = self._settings.health
+        stale_ms = int(health.stale_after_s * 1000)
+        audit_ms = int(health.audit_interval_s * 1000)
+        next_audit = now_ms() + audit_ms
+        cursor = 0
+        while True:
+            await anyio.sleep(health.probe_check_s)
+            if not self.stats.connected:
+                continue
+            now = now_ms()
+            entries = self.universe.active()
+            for entry in entries:
+                if (entry.sync.seeded and now - entry.last_update_ms > stale_ms
+                        and now - entry.last_check_ms > stale_ms):
+                    entry.last_check_ms = now
+                    self._request_seed(entry.slug, "stale_probe")
+            if audit_ms and health.audit_sample and entries and now >= next_audit:
+                next_audit = now + audit_ms
+                for _ in range(min(health.audit_sample, len(entries))):
+                    entry = entries[cursor % len(entries)]
+                    cursor += 1
+                    if entry.sync.seeded:
+                        self._request_seed(entry.slug, "audit")
 
     # -- subscription changes -------------------------------------------------------
 
@@ -393,6 +448,13 @@ class Feed:
                 self._subscribe(protocol, "universe")
                 for out in protocol.data_to_send():
                     await transport.send(out)
+
+
+def same_book(book: OrderBook, payload: OrderbookPayload) -> bool:
+    """Whether a REST book equals the held one, level for level (as Decimals)."""
+    bids, asks = book.levels()
+    return (dict(bids) == {lv.price: lv.size for lv in payload.bids if lv.size}
+            and dict(asks) == {lv.price: lv.size for lv in payload.asks if lv.size})
 
 
 class _Address(msgspec.Struct):

@@ -29,6 +29,10 @@ class MarketEntry:
     sync: BookSynchronizer
     info: MarketInfo
     active: bool = True
+    last_update_ms: int = 0
+    """Local time of the last WebSocket book or REST seed for this market."""
+    last_check_ms: int = 0
+    """Local time of the last staleness probe."""
 
 
 @dataclass(slots=True)
