@@ -90,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="simulator + daemon in one process, NDJSON to stdout")
     _add_sim_flags(demo)
     _add_run_flags(demo, demo=True)
+    tail = sub.add_parser("tail", help="read events back from a sink, rebuild books, flag gaps")
+    tail.add_argument("url", help="-, file:PATH, nats://HOST:PORT/PREFIX?stream=, redis://...")
+    tail.add_argument("--follow", "-f", action="store_true", help="keep reading new events")
+    tail.add_argument("--quiet", "-q", action="store_true", help="do not echo events")
+    tail.add_argument("--summary", action="store_true", help="per-market summary at the end")
+    tail.add_argument("--limit", type=int, metavar="N", help="stop after N events")
     return parser
 
 
@@ -125,6 +131,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             return _cmd_run(ns, env)
         if ns.command == "simulate":
             return _cmd_simulate(ns)
+        if ns.command == "tail":
+            return _cmd_tail(ns)
         return _cmd_demo(ns)
     except ConfigError as exc:
         sys.stderr.write(f"limitless-streamer: error: {exc}\n")
@@ -191,6 +199,20 @@ def _cmd_demo(ns: argparse.Namespace) -> int:
             tg.cancel_scope.cancel()
 
     return _run_guarded(demo)
+
+
+def _cmd_tail(ns: argparse.Namespace) -> int:
+    from streamer.tail import run_tail
+
+    status = EXIT_OK
+
+    async def go() -> None:
+        nonlocal status
+        status = await run_tail(ns.url, follow=ns.follow, quiet=ns.quiet,
+                                show_summary=ns.summary, limit=ns.limit)
+
+    code = _run_guarded(go)
+    return code if code != EXIT_OK else status
 
 
 async def _wait_for_stop_signal() -> None:

@@ -1,0 +1,138 @@
+"""``limitless-streamer tail URL``: read records back from a sink, rebuild books, flag gaps.
+
+Sources: ``-`` (stdin NDJSON), ``file:PATH`` (NDJSON; ``--follow`` keeps reading as the
+file grows), ``nats://HOST:PORT/PREFIX?stream=NAME`` (a JetStream stream, from its first
+message) and ``redis://HOST:PORT/DB?stream=KEY`` (a Redis stream, or with
+``per_market=true`` every ``KEY:*`` stream).
+
+Every record read is checked: book records go through :class:`orderbook.replay.Replayer`
+(a gap in a market's ``seq`` is reported on stderr the moment it is seen; the market is
+rebuilt again from its next ``book``). Records are echoed to stdout as NDJSON unless
+``--quiet``; ``--summary`` prints one line per market at the end. Exit status: 0 when no
+gap was seen, 1 otherwise, 2 for a bad URL.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import TextIO
+
+import anyio
+import msgspec
+
+from orderbook.replay import Gap, Replayer
+from orderbook.types import Book, BookDelta
+from sinks.records import Record, decode_record
+from streamer.errors import ConfigError
+
+Source = Callable[[], AsyncIterator[bytes]]
+
+
+@dataclass
+class TailReport:
+    """What a tail saw."""
+
+    records: int = 0
+    undecodable: int = 0
+    gaps: list[Gap] = field(default_factory=list)
+    replayer: Replayer = field(default_factory=Replayer)
+
+
+async def tail(
+    lines: AsyncIterator[bytes],
+    *,
+    out: TextIO | None,
+    err: TextIO,
+    limit: int | None = None,
+) -> TailReport:
+    """Consume NDJSON lines: decode, replay book records, report gaps as they appear."""
+    report = TailReport()
+    async for line in lines:
+        if not line.strip():
+            continue
+        try:
+            record: Record = decode_record(line)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            report.undecodable += 1
+            err.write(f"tail: undecodable line skipped: {exc}\n")
+            continue
+        report.records += 1
+        if isinstance(record, Book | BookDelta):
+            gap = report.replayer.apply(record)
+            if gap is not None:
+                report.gaps.append(gap)
+                err.write(f"tail: GAP in {gap.market}: expected seq {gap.expected}, "
+                          f"got {gap.got} ({gap.got - gap.expected} missing)\n")
+        if out is not None:
+            out.write(line.decode("utf-8").rstrip("\n") + "\n")
+        if limit is not None and report.records >= limit:
+            break
+    return report
+
+
+def summary(report: TailReport) -> str:
+    """One line per market: seq reached, sync state, top of book, depth."""
+    rows = [f"{report.records} records, {len(report.gaps)} gaps, "
+            f"{report.replayer.duplicates} duplicates, {report.undecodable} undecodable"]
+    for market, state in sorted(report.replayer.markets.items()):
+        book = state.book
+        rows.append(f"{market}: seq {state.next_seq - 1}, "
+                    f"{'in sync' if state.synced else 'OUT OF SYNC'}, "
+                    f"bid {book.best_bid()} ask {book.best_ask()}, "
+                    f"{book.n_bids}x{book.n_asks} levels")
+    return "\n".join(rows) + "\n"
+
+
+async def _stdin_lines() -> AsyncIterator[bytes]:
+    stream = anyio.wrap_file(sys.stdin.buffer)
+    async for line in stream:
+        yield line
+
+
+async def file_lines(path: str, *, follow: bool = False,
+                     poll_s: float = 0.2) -> AsyncIterator[bytes]:
+    """Lines of an NDJSON file; with ``follow``, keep reading as it grows (whole lines)."""
+    async with await anyio.open_file(path, "rb") as f:
+        pending = b""
+        while True:
+            chunk = await f.read(1 << 16)
+            if not chunk:
+                if not follow:
+                    return
+                await anyio.sleep(poll_s)
+                continue
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                yield line
+
+
+def open_source(url: str, *, follow: bool = False) -> AsyncIterator[bytes]:
+    """The line source for a sink URL.
+
+    Raises:
+        ConfigError: unknown scheme.
+    """
+    if url == "-":
+        return _stdin_lines()
+    if url.startswith("file:"):
+        path = url.removeprefix("file:")
+        path = path.removeprefix("//") if path.startswith("///") else path
+        return file_lines(path.split("?", 1)[0], follow=follow)
+    if url.startswith(("nats://", "redis://")):
+        from streamer import tail_brokers
+
+        return tail_brokers.open_broker_source(url, follow=follow)
+    raise ConfigError(f"tail: unsupported URL {url!r} (use -, file:, nats:// or redis://)")
+
+
+async def run_tail(url: str, *, follow: bool, quiet: bool, show_summary: bool,
+                   limit: int | None) -> int:
+    """The ``tail`` command; returns the exit status."""
+    source = open_source(url, follow=follow)
+    report = await tail(source, out=None if quiet else sys.stdout, err=sys.stderr, limit=limit)
+    if show_summary:
+        sys.stderr.write(summary(report))
+    return 1 if report.gaps else 0
