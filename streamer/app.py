@@ -28,7 +28,10 @@ from streamer import __version__
 from streamer.auth import Credentials
 from streamer.config import Settings
 from streamer.errors import ConfigError, RestError
+from streamer.budget import RateBudget
 from streamer.feed import Feed, now_ms
+from streamer.health import serve_http
+from streamer.metrics import Metrics
 from streamer.protocol.messages import Market
 from streamer.supervisor import run_feed
 from streamer.transport.rest import RestClient, RetryPolicy
@@ -136,6 +139,7 @@ async def run(
     on_feed: Callable[[Feed], None] | None = None,
     handle_signals: bool = True,
     specs: list[SinkSpec] | None = None,
+    metrics: Metrics | None = None,
 ) -> None:
     """Run the daemon until a signal, a closed output, or a fatal error.
 
@@ -146,9 +150,13 @@ async def run(
         on_feed: called with the Feed once built (tests and metrics hook in here).
         handle_signals: install SIGTERM/SIGINT/SIGHUP handling (off in tests).
         specs: sinks to use instead of ``settings.sinks`` (tests, embedding).
+        metrics: the metrics to fill (tests pass one with a private registry).
     """
     specs = settings.sink_specs() if specs is None else specs
+    metrics = Metrics(per_market=settings.per_market_metrics) if metrics is None else metrics
     fanout = Fanout(specs, drain_timeout_s=settings.shutdown_grace_s)
+    budget = RateBudget(settings.rest.rate_per_s, settings.rest.burst)
+    metrics.bind(fanout=fanout, sinks=[spec.sink for spec in specs], budget=budget)
     async with httpx.AsyncClient(
         timeout=settings.rest.timeout_s,
         transport=transport,
@@ -160,17 +168,22 @@ async def run(
             credentials=credentials,
             retry=RetryPolicy(max_attempts=settings.rest.max_attempts,
                               backoff=settings.rest.backoff),
+            observer=metrics.rest,
         )
         async with anyio.create_task_group() as outer:
             await outer.start(fanout.run)
             try:
                 async with anyio.create_task_group() as producers:
+                    # First, so /healthz answers while the bootstrap is still retrying.
+                    await producers.start(serve_http, settings.metrics_addr, metrics,
+                                          metrics.readiness)
                     if handle_signals:
                         producers.start_soon(_watch_signals, fanout, producers.cancel_scope)
                     producers.start_soon(_watch_closed_sinks, fanout, producers.cancel_scope)
                     feed = Feed(settings, rest, fanout, Universe())
                     discovery = Discovery(settings, rest, feed)
                     feed.on_market_event = discovery.on_market_event
+                    metrics.bind(feed=feed)
                     if on_feed is not None:
                         on_feed(feed)
                     await producers.start(discovery.run)

@@ -52,6 +52,13 @@ def _add_run_flags(p: argparse.ArgumentParser, *, demo: bool = False) -> None:
                    help="output (repeatable): stdout:, file:PATH[?max_bytes=&rotate=&keep=]")
     p.add_argument("--log-level", dest="log_level",
                    choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-format", dest="log_format", choices=["auto", "json", "text"],
+                   help="stderr log lines (auto: JSON unless stderr is a terminal)")
+    p.add_argument("--metrics-addr", dest="metrics_addr", metavar="HOST:PORT",
+                   help="serve /metrics, /healthz, /readyz here (default 127.0.0.1:9464)")
+    p.add_argument("--no-per-market-metrics", dest="per_market_metrics",
+                   action="store_false", default=None,
+                   help="drop per-market series (for very large universes)")
 
 
 def _add_sim_flags(p: argparse.ArgumentParser) -> None:
@@ -100,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 _RUN_KEYS = ("api_url", "ws_url", "markets", "all_markets", "discovery_interval_s", "sinks",
-             "log_level", "shard")
+             "log_level", "shard", "log_format", "metrics_addr", "per_market_metrics")
 
 
 def _overrides(ns: argparse.Namespace) -> dict[str, Any]:
@@ -146,7 +153,7 @@ def _cmd_run(ns: argparse.Namespace, env: Mapping[str, str]) -> int:
 
     settings = load_settings(ns.config, _overrides(ns))
     credentials = load_credentials(env)
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format, env=env)
     logger.info("limitless-streamer %s starting: api %s, ws %s, sinks %s", __version__,
                 settings.api_url, settings.ws_url, ", ".join(settings.sinks))
     return _run_guarded(lambda: app.run(settings, credentials))
@@ -183,8 +190,8 @@ def _cmd_demo(ns: argparse.Namespace) -> int:
     config = _sim_config(ns)
     overrides = _overrides(ns)
     # Validate before starting anything (placeholder URLs; the real ones come below).
-    load_settings(None, {**overrides, "all_markets": True})
-    setup_logging(overrides.get("log_level", "info"))
+    checked = load_settings(None, {**overrides, "all_markets": True})
+    setup_logging(checked.log_level, checked.log_format)
 
     async def demo() -> None:
         sim = Simulator(config)

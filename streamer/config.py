@@ -23,6 +23,7 @@ from sinks.fanout import SinkSpec
 from sinks.url import parse_sink_url
 from streamer.auth import Credentials, credentials_from_env
 from streamer.errors import ConfigError
+from streamer.health import parse_addr
 from streamer.retry import Backoff
 
 DEFAULT_API_URL: Final = "https://api.limitless.exchange"
@@ -86,6 +87,12 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     shutdown_grace_s: float = 3.0
     shard: str | None = None
     """``INDEX/COUNT``: follow only the markets whose slug hashes to INDEX (0-based)."""
+    metrics_addr: str = "127.0.0.1:9464"
+    """HOST:PORT for /metrics, /healthz and /readyz (port 0: any free port)."""
+    per_market_metrics: bool = True
+    """Per-market series (best bid/ask, spread, depth, age); off for huge universes."""
+    log_format: Literal["auto", "json", "text"] = "auto"
+    """``auto``: JSON lines when stderr is not a terminal, text when it is."""
     feed: FeedSettings = FeedSettings()
     rest: RestSettings = RestSettings()
     health: HealthSettings = HealthSettings()
@@ -197,6 +204,10 @@ def _validate(s: Settings) -> None:
             raise ConfigError(
                 f"{name}: need initial_s > 0, factor >= 1, cap_s >= initial_s, 0 <= jitter < 1"
             )
+    try:
+        parse_addr(s.metrics_addr)
+    except ValueError as exc:
+        raise ConfigError(f"metrics_addr: {exc}") from None
     if s.shard is not None:
         match = _SHARD_RE.match(s.shard)
         if not match or not int(match[1]) < int(match[2]):

@@ -16,6 +16,7 @@ from typing import Any
 
 import anyio
 import pytest
+from prometheus_client import CollectorRegistry
 
 from orderbook.replay import Replayer
 from orderbook.types import Book, BookDelta
@@ -25,6 +26,7 @@ from sinks.records import MarketInfo, Status
 from streamer import app
 from streamer.config import load_settings
 from streamer.feed import Feed
+from streamer.metrics import Metrics
 from streamer.simulator import Simulator, SimulatorConfig
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
@@ -82,12 +84,15 @@ async def daemon(config: SimulatorConfig, **overrides: Any) -> AsyncIterator[Har
             "ws_url": address.ws_url,
             "all_markets": True,
             "shutdown_grace_s": 2.0,
+            "metrics_addr": "127.0.0.1:0",
             "feed": {"backoff": {"initial_s": 0.05, "cap_s": 0.5}, "stable_after_s": 2.0},
             "rest": {"backoff": {"initial_s": 0.05, "cap_s": 0.5}},
             **overrides,
         })
+        metrics = Metrics(CollectorRegistry(), process_metrics=False)
         tg.start_soon(partial(app.run, settings, None, on_feed=feeds.append,
-                              handle_signals=False, specs=[SinkSpec(sink=sink)]))
+                              handle_signals=False, specs=[SinkSpec(sink=sink)],
+                              metrics=metrics))
         with anyio.fail_after(10):
             while not feeds:
                 await anyio.sleep(0.01)

@@ -6,6 +6,7 @@ from functools import partial
 
 import anyio
 import pytest
+from prometheus_client import CollectorRegistry
 
 from orderbook.types import Book, BookDelta
 from sinks.fanout import SinkSpec
@@ -14,6 +15,7 @@ from streamer import app
 from streamer.config import load_settings
 from streamer.errors import ConfigError
 from streamer.feed import Feed
+from streamer.metrics import Metrics
 from streamer.simulator import Simulator, SimulatorConfig
 from streamer.universe import in_shard
 
@@ -45,24 +47,28 @@ def test_shard_config_errors_name_the_field(shard: str) -> None:
 async def test_two_shards_cover_every_market_exactly_once() -> None:
     sim = Simulator(SimulatorConfig(seed=4, markets=10, groups=2, rate_hz=50.0))
     sinks = [MemorySink(), MemorySink()]
-    feeds: list[Feed] = []
+    feeds: dict[int, Feed] = {}
     async with anyio.create_task_group() as tg:
         address = await tg.start(sim.run)
         for index, sink in enumerate(sinks):
             settings = load_settings(None, {"api_url": address.api_url,
                                             "ws_url": address.ws_url, "all_markets": True,
-                                            "shard": f"{index}/2"})
-            tg.start_soon(partial(app.run, settings, None, on_feed=feeds.append,
-                                  handle_signals=False, specs=[SinkSpec(sink=sink)]))
+                                            "shard": f"{index}/2",
+                                            "metrics_addr": "127.0.0.1:0"})
+            metrics = Metrics(CollectorRegistry(), process_metrics=False)
+            tg.start_soon(partial(app.run, settings, None,
+                                  on_feed=partial(feeds.__setitem__, index),
+                                  handle_signals=False, specs=[SinkSpec(sink=sink)],
+                                  metrics=metrics))
         with anyio.fail_after(15):
             while len(feeds) < 2 or not all(
                 f.stats.connected and f.universe.slugs()
-                and all(e.sync.seeded for e in f.universe.active()) for f in feeds
+                and all(e.sync.seeded for e in f.universe.active()) for f in feeds.values()
             ):
                 await anyio.sleep(0.05)
         tg.cancel_scope.cancel()
     books = sim.exchange.book_slugs()
-    followed = [set(f.universe.slugs()) for f in feeds]
+    followed = [set(feeds[i].universe.slugs()) for i in range(2)]
     assert followed[0].isdisjoint(followed[1])
     assert followed[0] | followed[1] == set(books)
     streamed = [{r.market for r in s.records if isinstance(r, Book | BookDelta)} for s in sinks]
