@@ -7,10 +7,16 @@ JSON parser can round a price; big token ids are strings too.
 Types: ``book`` and ``book_delta`` (from :mod:`orderbook.types`), ``market``,
 ``status``, and the pass-through records ``price_data``, ``market_created`` and
 ``market_resolved`` whose ``data`` field is the venue payload, byte for byte.
+
+Private (authenticated) records: ``order_event``, ``position``, ``tx`` (normalised
+fields plus ``data``, the venue payload byte for byte), ``private_raw`` (a private
+payload whose shape was not understood, passed through rather than dropped) and
+``allowance`` (a partner sub-account's allowance readiness, emitted on change).
 """
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Final
 
 import msgspec
@@ -26,6 +32,12 @@ __all__ = [
     "PriceData",
     "MarketCreated",
     "MarketResolved",
+    "OrderEvent",
+    "Position",
+    "Tx",
+    "PrivateRaw",
+    "AllowanceTarget",
+    "Allowance",
     "Record",
     "RECORD_TYPES",
     "encode_line",
@@ -91,10 +103,131 @@ class MarketResolved(msgspec.Struct, frozen=True, tag_field="type", tag="market_
     data: msgspec.Raw
 
 
-Record = Book | BookDelta | MarketInfo | Status | PriceData | MarketCreated | MarketResolved
+class OrderEvent(msgspec.Struct, frozen=True, tag_field="type", tag="order_event"):
+    """One ``orderEvent`` of the private order channel (OME or SETTLEMENT), normalised.
+
+    Every field but ``v``/``recv_ts``/``data`` is ``null`` when the venue did not send it.
+    ``event_type`` is the venue's ``type`` (``PLACEMENT``, ``MATCHED`` …); ids arrive as
+    numbers or strings and are strings here; amounts are exact decimals; ``ts`` is the
+    venue ``timestamp`` in epoch ms. ``data`` is the payload exactly as received.
+    """
+
+    v: int
+    recv_ts: int
+    source: str | None
+    event_type: str | None
+    event_id: str | None
+    order_id: str | None
+    client_order_id: str | None
+    market_id: str | None
+    market: str | None
+    status: str | None
+    side: str | None
+    token: str | None
+    """Outcome as sent (``YES``/``NO``); the uint256 id is ``token_id``."""
+    token_id: str | None
+    price: Decimal | None
+    remaining_size: Decimal | None
+    amount_contracts: Decimal | None
+    amount_collateral: Decimal | None
+    fee_amount_contracts: Decimal | None
+    fee_amount_collateral: Decimal | None
+    tx_hash: str | None
+    ts: int | None
+    data: msgspec.Raw
+
+
+class Position(msgspec.Struct, frozen=True, tag_field="type", tag="position"):
+    """A position: one entry of the REST portfolio snapshot, or one WS ``positions`` event.
+
+    ``origin`` is ``snapshot`` (``GET /portfolio/positions``, on start and after every
+    reconnect) or ``stream``. Snapshot records carry ``kind`` (``clob``/``amm``/``group``)
+    and ``snapshot_total``, the number of records of that snapshot (an empty portfolio is
+    one record with ``snapshot_total`` 0 and ``data`` null). ``data`` is the venue JSON.
+    """
+
+    v: int
+    recv_ts: int
+    origin: str
+    kind: str | None
+    market: str | None
+    market_address: str | None
+    snapshot_total: int | None
+    data: msgspec.Raw
+
+
+class Tx(msgspec.Struct, frozen=True, tag_field="type", tag="tx"):
+    """One ``tx`` event of the private transactions channel, normalised (see OrderEvent)."""
+
+    v: int
+    recv_ts: int
+    status: str | None
+    source: str | None
+    tx_hash: str | None
+    market: str | None
+    market_address: str | None
+    token_id: str | None
+    condition_id: str | None
+    side: str | None
+    price: Decimal | None
+    amount_contracts: Decimal | None
+    amount_collateral: Decimal | None
+    ts: int | None
+    data: msgspec.Raw
+
+
+class PrivateRaw(msgspec.Struct, frozen=True, tag_field="type", tag="private_raw"):
+    """A private-channel payload passed through as is (unknown shape, or a notice).
+
+    ``event`` is the Socket.IO event name (``orderEvent``, ``authenticated``,
+    ``exception`` …); ``reason`` says why it was not normalised.
+    """
+
+    v: int
+    recv_ts: int
+    event: str
+    reason: str | None
+    data: msgspec.Raw
+
+
+class AllowanceTarget(msgspec.Struct, frozen=True):
+    """One allowance/approval target of a partner sub-account (API reference §2.6)."""
+
+    type: str | None
+    label: str | None
+    required_for: str | None
+    status: str
+    retryable: bool
+    token_address: str | None
+    spender: str | None
+    error_code: str | None
+
+
+class Allowance(msgspec.Struct, frozen=True, tag_field="type", tag="allowance"):
+    """A partner sub-account's allowance state, emitted when readiness or a status changes.
+
+    ``counts`` maps each target status (``confirmed``, ``missing``, ``submitted``,
+    ``failed``) to how many targets have it.
+    """
+
+    v: int
+    recv_ts: int
+    profile_id: int
+    ready: bool
+    wallet: str | None
+    chain_id: int | None
+    counts: dict[str, int]
+    targets: list[AllowanceTarget]
+
+
+Record = (
+    Book | BookDelta | MarketInfo | Status | PriceData | MarketCreated | MarketResolved
+    | OrderEvent | Position | Tx | PrivateRaw | Allowance
+)
 
 RECORD_TYPES: Final = ("book", "book_delta", "market", "status", "price_data",
-                       "market_created", "market_resolved")
+                       "market_created", "market_resolved", "order_event", "position",
+                       "tx", "private_raw", "allowance")
 
 _ENCODER: Final = msgspec.json.Encoder()
 _DECODER: Final = msgspec.json.Decoder(Record)

@@ -25,6 +25,7 @@ from anyio.abc import TaskStatus
 
 from sinks.fanout import Fanout, SinkSpec
 from streamer import __version__
+from streamer.allowances import AllowanceWatcher
 from streamer.auth import Credentials
 from streamer.config import Settings
 from streamer.errors import ConfigError, RestError
@@ -32,6 +33,7 @@ from streamer.budget import RateBudget
 from streamer.feed import Feed, now_ms
 from streamer.health import serve_http
 from streamer.metrics import Metrics
+from streamer.private import PrivateChannels
 from streamer.protocol.messages import Market
 from streamer.supervisor import run_feed
 from streamer.transport.rest import RestClient, RetryPolicy
@@ -180,7 +182,9 @@ async def run(
                     if handle_signals:
                         producers.start_soon(_watch_signals, fanout, producers.cancel_scope)
                     producers.start_soon(_watch_closed_sinks, fanout, producers.cancel_scope)
-                    feed = Feed(settings, rest, fanout, Universe())
+                    private = (PrivateChannels(settings.private)
+                               if settings.private.channels else None)
+                    feed = Feed(settings, rest, fanout, Universe(), private=private)
                     discovery = Discovery(settings, rest, feed)
                     feed.on_market_event = discovery.on_market_event
                     metrics.bind(feed=feed)
@@ -189,5 +193,11 @@ async def run(
                     await producers.start(discovery.run)
                     await producers.start(run_feed, feed, settings.ws_url, settings.feed,
                                           credentials)
+                    if settings.allowances.profiles:
+                        watcher = AllowanceWatcher(rest, settings.allowances.profiles,
+                                                   publish=feed.publish,
+                                                   settings=settings.allowances)
+                        metrics.bind(allowances=watcher)
+                        await producers.start(watcher.run)
             finally:
                 fanout.close()

@@ -48,6 +48,12 @@ def _add_run_flags(p: argparse.ArgumentParser, *, demo: bool = False) -> None:
                        metavar="SECONDS", help="re-poll interval for the market list")
         p.add_argument("--shard", metavar="INDEX/COUNT",
                        help="follow only this shard of the markets (stable slug hash)")
+        p.add_argument("--private-channel", dest="private.channels", action="append",
+                       choices=["positions", "order_events", "transactions"],
+                       help="authenticated channel to stream (repeatable; needs credentials)")
+        p.add_argument("--allowance-profile", dest="allowances.profiles", action="append",
+                       type=int, metavar="ID",
+                       help="watch this partner sub-account's allowances (repeatable; HMAC)")
     p.add_argument("--sink", dest="sinks", action="append", metavar="URL",
                    help="output (repeatable): stdout:, file:PATH[?max_bytes=&rotate=&keep=]")
     p.add_argument("--log-level", dest="log_level",
@@ -97,6 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="simulator + daemon in one process, NDJSON to stdout")
     _add_sim_flags(demo)
     _add_run_flags(demo, demo=True)
+    allow = sub.add_parser("allowances", help="partner sub-account allowance readiness")
+    allow.add_argument("profiles", nargs="+", type=int, metavar="PROFILE_ID")
+    allow.add_argument("--api-url", default=None, help="REST base URL")
+    allow.add_argument("--retry", action="store_true", help="run the retry flow")
+    allow.add_argument("--wait", type=float, metavar="SECONDS",
+                       help="keep going until all are ready or the time is up")
+    allow.add_argument("--json", action="store_true", help="JSON instead of a table")
     tail = sub.add_parser("tail", help="read events back from a sink, rebuild books, flag gaps")
     tail.add_argument("url", help="-, file:PATH, nats://HOST:PORT/PREFIX?stream=, redis://...")
     tail.add_argument("--follow", "-f", action="store_true", help="keep reading new events")
@@ -107,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 _RUN_KEYS = ("api_url", "ws_url", "markets", "all_markets", "discovery_interval_s", "sinks",
-             "log_level", "shard", "log_format", "metrics_addr", "per_market_metrics")
+             "log_level", "shard", "log_format", "metrics_addr", "per_market_metrics",
+             "private.channels", "allowances.profiles")
 
 
 def _overrides(ns: argparse.Namespace) -> dict[str, Any]:
@@ -140,6 +154,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             return _cmd_simulate(ns)
         if ns.command == "tail":
             return _cmd_tail(ns)
+        if ns.command == "allowances":
+            return _cmd_allowances(ns, env)
         return _cmd_demo(ns)
     except ConfigError as exc:
         sys.stderr.write(f"limitless-streamer: error: {exc}\n")
@@ -152,7 +168,7 @@ def _cmd_run(ns: argparse.Namespace, env: Mapping[str, str]) -> int:
     from streamer.logutil import setup_logging
 
     settings = load_settings(ns.config, _overrides(ns))
-    credentials = load_credentials(env)
+    credentials = load_credentials(env, settings)
     setup_logging(settings.log_level, settings.log_format, env=env)
     logger.info("limitless-streamer %s starting: api %s, ws %s, sinks %s", __version__,
                 settings.api_url, settings.ws_url, ", ".join(settings.sinks))
@@ -206,6 +222,30 @@ def _cmd_demo(ns: argparse.Namespace) -> int:
             tg.cancel_scope.cancel()
 
     return _run_guarded(demo)
+
+
+def _cmd_allowances(ns: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from streamer.allowances import allowances_command, check_allowance_credentials
+    from streamer.config import DEFAULT_API_URL, load_credentials, load_settings
+    from streamer.logutil import setup_logging
+
+    api_url = ns.api_url or DEFAULT_API_URL
+    load_settings(None, {"api_url": api_url, "all_markets": True})  # validates the URL
+    credentials = load_credentials(env)
+    try:
+        hmac = check_allowance_credentials(credentials)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    setup_logging("warning", "text", env=env)
+    status = EXIT_FAILURE
+
+    async def go() -> None:
+        nonlocal status
+        status = await allowances_command(api_url, ns.profiles, hmac, retry=ns.retry,
+                                          wait_s=ns.wait, as_json=ns.json, out=sys.stdout)
+
+    code = _run_guarded(go)
+    return code if code != EXIT_OK else status
 
 
 def _cmd_tail(ns: argparse.Namespace) -> int:

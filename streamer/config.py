@@ -21,9 +21,11 @@ import msgspec
 from sinks.base import SinkConfigError
 from sinks.fanout import SinkSpec
 from sinks.url import parse_sink_url
+from streamer.allowances import AllowanceSettings, check_allowance_credentials
 from streamer.auth import Credentials, credentials_from_env
 from streamer.errors import ConfigError
 from streamer.health import parse_addr
+from streamer.private import PrivateSettings, check_private_config
 from streamer.retry import Backoff
 
 DEFAULT_API_URL: Final = "https://api.limitless.exchange"
@@ -96,6 +98,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     feed: FeedSettings = FeedSettings()
     rest: RestSettings = RestSettings()
     health: HealthSettings = HealthSettings()
+    private: PrivateSettings = PrivateSettings()
+    allowances: AllowanceSettings = AllowanceSettings()
 
     @property
     def shard_spec(self) -> tuple[int, int] | None:
@@ -137,7 +141,13 @@ def load_settings(config_path: str | None, overrides: Mapping[str, Any]) -> Sett
         data = _read_toml(config_path)
     for key, value in overrides.items():
         if value is not None:
-            data[key] = value
+            *path, leaf = key.split(".")  # "private.channels" sets one field of a section
+            section = data
+            for part in path:
+                section = section.setdefault(part, {})
+                if not isinstance(section, dict):
+                    raise ConfigError(f"{part}: expected a table")
+            section[leaf] = value
     try:
         settings = msgspec.convert(data, type=Settings)
     except msgspec.ValidationError as exc:
@@ -146,16 +156,25 @@ def load_settings(config_path: str | None, overrides: Mapping[str, Any]) -> Sett
     return settings
 
 
-def load_credentials(env: Mapping[str, str]) -> Credentials | None:
+def load_credentials(env: Mapping[str, str], settings: Settings | None = None) -> Credentials | None:
     """Credentials from the environment, or ``None`` for public data only.
 
+    With ``settings``, also checks that what the settings ask for can be done with them:
+    private channels need credentials, the allowance watcher needs an HMAC token.
+
     Raises:
-        ConfigError: a half-configured HMAC pair (names the missing variable).
+        ConfigError: a half-configured HMAC pair (names the missing variable), or private
+            channels / allowance profiles without the credentials they need.
     """
     try:
-        return credentials_from_env(env)
+        credentials = credentials_from_env(env)
+        if settings is not None:
+            check_private_config(settings.private, credentials)
+            if settings.allowances.profiles:
+                check_allowance_credentials(credentials)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    return credentials
 
 
 def _read_toml(path: str) -> dict[str, Any]:

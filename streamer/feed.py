@@ -42,6 +42,7 @@ from streamer.errors import (
     ServerDisconnect,
 )
 from streamer.logutil import RateLimitedLog
+from streamer.private import PrivateChannels
 from streamer.histogram import FEED_LATENCY_BUCKETS, Histogram
 from streamer.protocol.messages import (
     EVENT_DECODERS,
@@ -146,6 +147,7 @@ class Feed:
         universe: Universe,
         *,
         on_market_event: Callable[[str, str], None] | None = None,
+        private: PrivateChannels | None = None,
     ) -> None:
         self._settings = settings
         self._rest = rest
@@ -159,6 +161,8 @@ class Feed:
         self._universe_changed = anyio.Event()
         self._subscribed_version = -1
         self._log_bad = RateLimitedLog(logger, interval_s=10.0)
+        self.private = private
+        self._snapshot_due = anyio.Event()
         self._books_received = 0
         self._latency = self.stats.latency.observe_ms
 
@@ -201,8 +205,11 @@ class Feed:
         self.stats.sessions += 1
         self._pending.clear()
         self._subscribed_version = -1
+        self._snapshot_due = anyio.Event()
         try:
             async with anyio.create_task_group() as tg:
+                if self.private is not None and self.private.settings.snapshot:
+                    tg.start_soon(self._private_snapshots)
                 for _ in range(self._settings.rest.seed_concurrency):
                     tg.start_soon(self._seeder)
                 tg.start_soon(self._watch_universe, transport, protocol)
@@ -258,6 +265,10 @@ class Feed:
             logger.info("feed connected: namespace %s joined", event.namespace)
             self.emit_status("connected")
             self._subscribe(protocol, "bootstrap" if first else "resubscribe")
+            if self.private is not None:
+                for name, body in self.private.subscribe_frames():
+                    protocol.emit(name, body)
+                self._snapshot_due.set()
         elif isinstance(event, FrameRejected):
             self.stats.frames_rejected += 1
             self._log_bad.warning("frame", "malformed frame skipped (%s): %.120r",
@@ -296,6 +307,11 @@ class Feed:
             self._on_created(payload)
         elif name == "marketResolved":
             self._on_resolved(payload)
+        elif self.private is not None and (
+            records := self.private.handle(name, payload, now_ms())
+        ) is not None:
+            for record in records:
+                self.publish(record)
         elif name not in ("system", "authenticated"):
             self.stats.unknown_events[name] += 1
             self._log_bad.warning("unknown:" + name[:40], "unknown event %.40r ignored", name)
@@ -367,6 +383,21 @@ class Feed:
     def _decode_error(self, name: str, exc: Exception) -> None:
         self.stats.decode_errors[name] += 1
         self._log_bad.warning("decode:" + name, "undecodable %s payload skipped: %s", name, exc)
+
+    async def _private_snapshots(self) -> None:
+        assert self.private is not None
+        while True:
+            await self._snapshot_due.wait()
+            self._snapshot_due = anyio.Event()
+            try:
+                records = await self.private.snapshot(self._rest)
+            except RestError as exc:
+                logger.warning("portfolio snapshot failed: %s", exc)
+                continue
+            if not self._fanout.ready:
+                await self._fanout.wait_ready()
+            for record in records:
+                self.publish(record)
 
     # -- seeding --------------------------------------------------------------------
 

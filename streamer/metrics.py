@@ -290,6 +290,8 @@ class Metrics:
         self.fanout: FanoutLike | None = None
         self.budget: BudgetLike | None = None
         self.sinks: Sequence[object] = ()
+        self.allowances: Any = None
+        """The AllowanceWatcher (issue 5), when partner profiles are watched."""
         self.registry.register(StatsCollector(self))
         if process_metrics:
             ProcessCollector(registry=self.registry)
@@ -303,6 +305,7 @@ class Metrics:
         fanout: FanoutLike | None = None,
         budget: BudgetLike | None = None,
         sinks: Sequence[object] | None = None,
+        allowances: Any = None,
     ) -> None:
         """Attach the live objects read at every scrape.
 
@@ -321,6 +324,8 @@ class Metrics:
             self.budget = budget
         if sinks is not None:
             self.sinks = tuple(sinks)
+        if allowances is not None:
+            self.allowances = allowances
 
     def on_written(self, sink: str, batch: Sequence[Record]) -> None:
         """A sink's ``write(batch)`` returned: observe receive → write latency per record."""
@@ -414,6 +419,53 @@ class StatsCollector(Collector):
         if m.fanout is not None:
             yield from self._sinks(m.fanout.stats)
         yield from self._delivery(m.sinks)
+        if m.feed is not None and getattr(m.feed, "private", None) is not None:
+            yield from self._private(m.feed.private.stats)
+        if m.allowances is not None:
+            yield from self._allowances(m.allowances)
+
+    # -- private channels and allowances (issue 5) --------------------------------------------
+
+    def _private(self, p: Any) -> Iterator[Metric]:
+        c = _counter("private_events", "Private-channel events received, by name.", ["event"])
+        _by_label(c, p.events)
+        yield c
+        yield self._plain("private_duplicates", "Order events dropped as duplicate eventIds.",
+                          p.duplicates)
+        c = _counter("private_decode_errors",
+                     "Private payloads that did not decode (passed through raw).", ["event"])
+        _by_label(c, p.decode_errors)
+        yield c
+        yield self._plain("private_auth_rejections",
+                          "Server notices refusing a private channel's credentials.",
+                          p.auth_rejections)
+        yield self._plain("private_snapshots", "Portfolio snapshots fetched.", p.snapshots)
+        yield self._plain("private_snapshot_failures", "Portfolio snapshots that failed.",
+                          p.snapshot_failures)
+
+    def _allowances(self, watcher: Any) -> Iterator[Metric]:
+        ready = _gauge("allowance_ready",
+                       "1 when the partner sub-account's allowances are all confirmed, 0 when "
+                       "not, absent before the first answer.", ["profile"])
+        targets = _gauge("allowance_targets", "Allowance targets by status.",
+                         ["profile", "status"])
+        problem = _gauge("allowance_problem",
+                         "1 while a credentials/scope or unknown-profile problem persists.",
+                         ["profile"])
+        for pid, state in sorted(watcher.state.items()):
+            label = str(pid)
+            if state.ready is not None:
+                ready.add_metric([label], 1.0 if state.ready else 0.0)
+            for status, count in sorted(state.counts.items()):
+                targets.add_metric([label, status], float(count))
+            problem.add_metric([label], 1.0 if state.problem else 0.0)
+        yield ready
+        yield targets
+        yield problem
+        c = _counter("allowance_calls", "Allowance API calls by operation and outcome.",
+                     ["call"])
+        _by_label(c, watcher.stats.calls)
+        yield c
 
     # -- feed ---------------------------------------------------------------------------------
 

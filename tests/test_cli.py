@@ -83,6 +83,34 @@ def test_cli_half_hmac_credentials_exit_2_without_the_secret(
     assert "LIMITLESS_HMAC_TOKEN_ID" in err and secret not in err
 
 
+@pytest.mark.parametrize(
+    ("argv", "env", "words"),
+    [
+        (["run", "--market", "a", "--private-channel", "positions"], {}, ["credentials"]),
+        (["run", "--market", "a", "--allowance-profile", "4543"],
+         {"LIMITLESS_API_KEY": "lmts_k"}, ["HMAC"]),
+        (["allowances", "4543"], {}, ["HMAC"]),
+    ],
+)
+def test_cli_private_features_without_credentials_exit_2(
+    argv: list[str], env: dict[str, str], words: list[str],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(argv, env=env) == 2
+    _one_line_error(capsys, *words)
+    assert "lmts_k" not in capsys.readouterr().err
+
+
+def test_cli_section_flags_merge_into_the_config_file(tmp_path: Path) -> None:
+    from streamer.config import load_settings
+
+    path = tmp_path / "config.toml"
+    path.write_text('markets = ["a"]\n[private]\ndedupe_window_s = 5.0\n')
+    settings = load_settings(str(path), {"private.channels": ["positions"]})
+    assert settings.private.channels == ("positions",)
+    assert settings.private.dedupe_window_s == 5.0
+
+
 def test_cli_flags_override_the_config_file(tmp_path: Path) -> None:
     from streamer.config import load_settings
 

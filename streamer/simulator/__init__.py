@@ -14,7 +14,11 @@ client so tests compare two implementations of the wire contract.
 
 from __future__ import annotations
 
+from streamer.simulator.auth import AuthResult, SimulatorAuth, verify_request
 from streamer.simulator.exchange import (
+    Account,
+    AllowanceReply,
+    Allowances,
     BookUpdate,
     BookView,
     Exchange,
@@ -24,6 +28,7 @@ from streamer.simulator.exchange import (
     MarketCreated,
     MarketResolved,
     PriceUpdate,
+    PrivateEvent,
     SimulatorConfig,
     StepEvent,
 )
@@ -32,6 +37,10 @@ from streamer.simulator.server import Simulator, SimulatorAddress, SimulatorStat
 from streamer.simulator.ws import WsStats
 
 __all__ = [
+    "Account",
+    "AllowanceReply",
+    "Allowances",
+    "AuthResult",
     "BookUpdate",
     "BookView",
     "Exchange",
@@ -41,11 +50,14 @@ __all__ = [
     "MarketCreated",
     "MarketResolved",
     "PriceUpdate",
+    "PrivateEvent",
     "RestStats",
     "Simulator",
     "SimulatorAddress",
+    "SimulatorAuth",
     "SimulatorConfig",
     "SimulatorStats",
     "StepEvent",
     "WsStats",
+    "verify_request",
 ]

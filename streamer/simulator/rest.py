@@ -1,8 +1,12 @@
 """The simulator's REST side: wire payloads and a tiny HTTP/1.1 server (h11 over anyio).
 
 Paths and shapes follow the API reference §2: ``GET /markets/active``,
-``GET /markets/{slug}`` and ``GET /markets/{slug}/orderbook``. Errors use the
-NestJS body shape (``statusCode``/``message``/``error``); 429 carries
+``GET /markets/{slug}`` and ``GET /markets/{slug}/orderbook`` (public), and, when
+``SimulatorConfig.auth`` is set, ``GET /portfolio/positions`` (HMAC or API key),
+``GET /profiles/partner-accounts/{id}/allowances`` and
+``POST /profiles/partner-accounts/{id}/allowances/retry`` (HMAC only), verified by
+:mod:`streamer.simulator.auth` over the request target and body exactly as received.
+Errors use the NestJS body shape (``statusCode``/``message``/``error``); 429 carries
 ``retryAfterSeconds`` in the body only, as the venue does (§2.7).
 
 The payload builders (:func:`market_payload`, :func:`orderbook_payload`) and
@@ -13,7 +17,9 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -25,7 +31,15 @@ import anyio.abc
 import h11
 import msgspec
 
-from streamer.simulator.exchange import BookView, Exchange, Level, Market, SimulatorConfig
+from streamer.simulator.auth import verify_request
+from streamer.simulator.exchange import (
+    Account,
+    BookView,
+    Exchange,
+    Level,
+    Market,
+    SimulatorConfig,
+)
 
 __all__ = [
     "JSON_ENCODER",
@@ -56,10 +70,16 @@ _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _REASONS: Final = {
     200: "OK",
     400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
     404: "Not Found",
+    409: "Conflict",
+    413: "Payload Too Large",
     429: "Too Many Requests",
     503: "Service Unavailable",
 }
+PORTFOLIO_PATH: Final = "/portfolio/positions"
+PARTNER_PREFIX: Final = ("profiles", "partner-accounts")
 
 
 def iso_ms(epoch_ms: int) -> str:
@@ -232,11 +252,15 @@ class RestStats:
         connections: TCP connections accepted.
         requests: requests per path (query string excluded).
         statuses: responses per status code.
+        auth_ok: authenticated requests, by identity (``hmac``, ``api_key``).
+        auth_failures: private requests refused, by reason (``bad_signature`` …).
     """
 
     connections: int = 0
     requests: Counter[str] = field(default_factory=Counter)
     statuses: Counter[int] = field(default_factory=Counter)
+    auth_ok: Counter[str] = field(default_factory=Counter)
+    auth_failures: Counter[str] = field(default_factory=Counter)
 
     @property
     def total_requests(self) -> int:
@@ -256,29 +280,55 @@ def error_body(status: int, message: Any, **extra: Any) -> bytes:
 
 
 class RestHandler:
-    """Routing and fault injection, without sockets: ``(method, target) -> (status, body)``.
+    """Routing, auth and fault injection, without sockets: request in, ``(status, body)`` out.
 
     Args:
-        config: simulator configuration (fault rates, page cap, quirks).
+        config: simulator configuration (fault rates, page cap, quirks, auth).
         exchange: the model served.
         stats: counters to update.
+        account: the authenticated user's portfolio and allowances (built if omitted).
+        clock: epoch seconds, for the HMAC timestamp window.
     """
 
-    def __init__(self, config: SimulatorConfig, exchange: Exchange, stats: RestStats) -> None:
+    def __init__(
+        self,
+        config: SimulatorConfig,
+        exchange: Exchange,
+        stats: RestStats,
+        *,
+        account: Account | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._config = config
         self._exchange = exchange
         self._stats = stats
+        self._account = account if account is not None else Account(config, exchange)
+        self._clock = clock
         self._fault_rng = random.Random(f"rest-faults-{config.seed}")
         self._quirks = Quirks(config.quirks, random.Random(f"rest-quirks-{config.seed}"))
 
-    def handle(self, method: str, target: str) -> Reply:
-        """Answer one request; counts it by path and status."""
+    def handle(
+        self,
+        method: str,
+        target: str,
+        headers: Mapping[str, str] | None = None,
+        body: bytes = b"",
+    ) -> Reply:
+        """Answer one request; counts it by path and status.
+
+        Args:
+            method: HTTP method.
+            target: the request target exactly as received (path and query).
+            headers: request headers with lower-case names.
+            body: the exact body bytes received.
+        """
         parts = urlsplit(target)
         path = parts.path
         self._stats.requests[path] += 1
-        status, body = self._fault() or self._route(method, path, parts.query)
+        request = _Request(method, target, headers or {}, body)
+        status, reply = self._fault() or self._route(request, path, parts.query)
         self._stats.statuses[status] += 1
-        return status, body
+        return status, reply
 
     def _fault(self) -> Reply | None:
         roll = self._fault_rng.random()
@@ -290,7 +340,8 @@ class RestHandler:
             return 503, error_body(503, "Service Unavailable")
         return None
 
-    def _route(self, method: str, path: str, query: str) -> Reply:
+    def _route(self, request: _Request, path: str, query: str) -> Reply:
+        method = request.method
         segments = [unquote(s) for s in path.strip("/").split("/")]
         if method == "GET" and len(segments) >= 2 and segments[0] == "markets":
             if segments[1:] == ["active"]:
@@ -299,7 +350,54 @@ class RestHandler:
                 return self._market(segments[1])
             if len(segments) == 3 and segments[2] == "orderbook":
                 return self._orderbook(segments[1])
+        if method == "GET" and path == PORTFOLIO_PATH:
+            return self._authenticated(request, hmac_only=False) or self._portfolio()
+        if tuple(segments[:2]) == PARTNER_PREFIX and len(segments) >= 4:
+            route = self._partner_route(method, segments)
+            if route is not None:
+                return self._authenticated(request, hmac_only=True) or route()
         return 404, error_body(404, f"Cannot {method} {path}")
+
+    # -- private endpoints ---------------------------------------------------------------
+
+    def _authenticated(self, request: _Request, *, hmac_only: bool) -> Reply | None:
+        """``None`` when the request may proceed, else the 401/403 reply."""
+        auth = self._config.auth
+        if auth is None:
+            self._stats.auth_failures["not_configured"] += 1
+            return 401, error_body(401, "Unauthorized")
+        verdict = verify_request(auth, request.headers, request.method, request.target,
+                                 request.body, self._clock())
+        if verdict.identity is None:
+            self._stats.auth_failures[verdict.reason or "unknown"] += 1
+            return 401, error_body(401, "Unauthorized")
+        if hmac_only and verdict.identity != "hmac":
+            self._stats.auth_failures["hmac_required"] += 1
+            return 403, error_body(403, "This endpoint requires HMAC api-token authentication")
+        self._stats.auth_ok[verdict.identity] += 1
+        return None
+
+    def _portfolio(self) -> Reply:
+        return 200, JSON_ENCODER.encode(self._account.portfolio())
+
+    def _partner_route(self, method: str, segments: list[str]) -> Callable[[], Reply] | None:
+        """The handler of an allowance route, or ``None`` for any other partner path."""
+        rest = segments[3:]
+        if (method, rest) == ("GET", ["allowances"]):
+            return lambda: self._allowances(segments[2], retry=False)
+        if (method, rest) == ("POST", ["allowances", "retry"]):
+            return lambda: self._allowances(segments[2], retry=True)
+        return None
+
+    def _allowances(self, raw_id: str, *, retry: bool) -> Reply:
+        allowances = self._account.allowances
+        if not raw_id.isdigit() or int(raw_id) < 1:
+            return 400, error_body(400, ["profileId must be a positive integer"])
+        profile_id = int(raw_id)
+        if not allowances.has(profile_id):
+            return 404, error_body(404, f"Partner account {profile_id} not found")
+        status, payload = allowances.retry(profile_id) if retry else allowances.check(profile_id)
+        return status, JSON_ENCODER.encode(payload)
 
     def _active(self, query: dict[str, list[str]]) -> Reply:
         try:
@@ -330,6 +428,13 @@ class RestHandler:
             return 400, error_body(400, f"Market {slug} has no orderbook")
         view = self._exchange.book_view(slug)
         return 200, JSON_ENCODER.encode(orderbook_payload(view, self._quirks, rest=True))
+
+
+class _Request(msgspec.Struct, frozen=True):
+    method: str
+    target: str
+    headers: Mapping[str, str]
+    body: bytes
 
 
 def _positive(query: dict[str, list[str]], name: str, default: int) -> int:
@@ -397,10 +502,14 @@ class RestServer:
         request = await _next_event(conn, stream)
         if not isinstance(request, h11.Request):
             return False
-        # Bodies (POST) are read and dropped: no route takes one.
-        while not isinstance(await _next_event(conn, stream), _END_OF_REQUEST):
-            pass
-        status, body = self._handler.handle(request.method.decode(), request.target.decode())
+        received = await _read_body(conn, stream)
+        if received is None:
+            status, body = 413, error_body(413, "Payload Too Large")
+        else:
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in request.headers}
+            status, body = self._handler.handle(
+                request.method.decode(), request.target.decode(), headers, received
+            )
         headers = [
             ("content-type", "application/json; charset=utf-8"),
             ("content-length", str(len(body))),
@@ -409,6 +518,18 @@ class RestServer:
         head = conn.send(h11.Response(status_code=status, headers=headers, reason=reason))
         await stream.send(head + conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage()))
         return conn.our_state is h11.DONE and conn.their_state is h11.DONE
+
+
+async def _read_body(conn: h11.Connection, stream: anyio.abc.SocketStream) -> bytes | None:
+    """The whole request body (the exact bytes signed), or ``None`` when too large."""
+    chunks: list[bytes] = []
+    size = 0
+    while not isinstance(event := await _next_event(conn, stream), _END_OF_REQUEST):
+        if isinstance(event, h11.Data):
+            size += len(event.data)
+            if size <= MAX_REQUEST_BYTES:
+                chunks.append(bytes(event.data))
+    return b"".join(chunks) if size <= MAX_REQUEST_BYTES else None
 
 
 async def _reject(conn: h11.Connection, stream: anyio.abc.SocketStream) -> None:

@@ -11,7 +11,7 @@ import anyio
 import anyio.abc
 import msgspec
 
-from streamer.simulator.exchange import Exchange, Market, SimulatorConfig
+from streamer.simulator.exchange import Account, Exchange, Market, SimulatorConfig
 from streamer.simulator.rest import RestHandler, RestServer, RestStats
 from streamer.simulator.ws import SocketIOHub, WsStats
 
@@ -43,6 +43,7 @@ class SimulatorStats:
     ws: WsStats = field(default_factory=WsStats)
     book_steps: int = 0
     lifecycle_events: int = 0
+    private_events: int = 0
 
     @property
     def connections_accepted(self) -> int:
@@ -70,7 +71,11 @@ class Simulator:
 
     Args:
         config: markets, rates and faults; defaults to :class:`SimulatorConfig()`.
-        clock: wall clock in epoch seconds, for book timestamps and market times.
+        clock: wall clock in epoch seconds, for book timestamps, market times and the
+            HMAC timestamp window (inject one to test stale signatures).
+
+    Attributes:
+        account: the authenticated user (private events, portfolio, allowances).
     """
 
     def __init__(
@@ -83,9 +88,11 @@ class Simulator:
         self._clock = clock
         self.exchange = Exchange(self.config, start_ms=self._now_ms())
         self.stats = SimulatorStats()
-        handler = RestHandler(self.config, self.exchange, self.stats.rest)
+        self.account = Account(self.config, self.exchange)
+        handler = RestHandler(self.config, self.exchange, self.stats.rest, account=self.account,
+                              clock=clock)
         self._rest = RestServer(handler, self.stats.rest)
-        self._hub = SocketIOHub(self.config, self.stats.ws)
+        self._hub = SocketIOHub(self.config, self.stats.ws, clock=clock)
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
@@ -104,6 +111,8 @@ class Simulator:
             bound_ws = await tg.start(self._hub.serve, host, ws_port)
             tg.start_soon(self._drive_books)
             config = self.config
+            if config.auth is not None and config.private_rate_hz > 0:
+                tg.start_soon(self._every, 1.0 / config.private_rate_hz, self._private_step)
             if config.lifecycle_every_s is not None:
                 tg.start_soon(self._every, config.lifecycle_every_s, self._lifecycle)
             if config.kick_every_s is not None:
@@ -143,6 +152,17 @@ class Simulator:
         events = self.exchange.lifecycle_step(self._now_ms())
         self.stats.lifecycle_events += len(events)
         self._hub.publish(events)
+
+    def _private_step(self) -> None:
+        if self._hub.private_subscribers:
+            self.push_private()
+
+    def push_private(self) -> int:
+        """Run one step of account activity now and push it; returns how many events."""
+        events = self.account.step(self._now_ms())
+        self.stats.private_events += len(events)
+        self._hub.publish_private(events)
+        return len(events)
 
     def _stall_once(self) -> None:
         self.stall(self.config.stall_for_s)

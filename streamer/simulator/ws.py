@@ -14,6 +14,15 @@ reference §3):
   ``marketResolved`` go to every socket on ``/markets`` (lenient superset of
   ``subscribe_market_lifecycle``).
 
+Authentication (§3.1), when ``SimulatorConfig.auth`` is set: an upgrade request that
+carries ``lmts-api-key`` (HMAC, signed over ``GET`` and the path and query actually
+received) or ``X-API-Key`` is verified, and refused with HTTP 401 when wrong or stale;
+a request without them is an anonymous (public) socket. ``subscribe_positions``,
+``subscribe_order_events`` and ``subscribe_transactions`` on an anonymous socket get an
+``exception`` event; on an authenticated one they start the private pushes
+(``positions``, ``orderEvent``, ``tx``; see :meth:`SocketIOHub.publish_private`). An
+authenticated socket gets an ``authenticated`` event after its namespace connect.
+
 Faults: :meth:`SocketIOHub.kick_all` (``41/markets,`` then close),
 :meth:`SocketIOHub.stall` (total silence, connections stay open) and
 ``malformed_rate`` (event frames replaced by broken ones).
@@ -24,8 +33,9 @@ from __future__ import annotations
 import logging
 import random
 import secrets
-from collections import deque
-from collections.abc import Iterable
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Final, TypeAlias
@@ -39,12 +49,14 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from streamer.simulator.auth import verify_request
 from streamer.simulator.exchange import (
     BookUpdate,
     ExchangeEvent,
     MarketCreated,
     MarketResolved,
     PriceUpdate,
+    PrivateEvent,
     SimulatorConfig,
 )
 from streamer.simulator.rest import JSON_ENCODER, Quirks, iso_ms, orderbook_payload
@@ -63,6 +75,13 @@ HANDSHAKES_KEPT: Final = 100
 NOISE_P: Final = 0.02
 """Quirks: probability of an extra ``system``/unknown event after a pushed frame."""
 _DECODER: Final = msgspec.json.Decoder()
+PRIVATE_CHANNELS: Final = {
+    "subscribe_positions": "positions",
+    "subscribe_order_events": "orderEvent",
+    "subscribe_transactions": "tx",
+}
+"""Private subscribe event → the event name it starts pushing (§3.4)."""
+_AUTH_HEADERS: Final = ("lmts-api-key", "x-api-key")
 
 
 def event_frame(name: str, payload: Any, namespace: str = NAMESPACE) -> str:
@@ -91,6 +110,10 @@ class WsStats:
         overflow_closes: sockets closed because their queue filled up.
         unknown_emits: client events the server ignored.
         handshake_paths: request paths of the last accepted upgrades, oldest first.
+        auth_accepted: upgrades with valid credentials.
+        auth_rejected: upgrades refused with 401, by reason (``stale_timestamp`` …).
+        private_subscriptions: private subscribes accepted.
+        private_refused: private subscribes on anonymous sockets (``exception`` sent).
     """
 
     connections_accepted: int = 0
@@ -109,6 +132,10 @@ class WsStats:
     overflow_closes: int = 0
     unknown_emits: int = 0
     handshake_paths: deque[str] = field(default_factory=lambda: deque(maxlen=HANDSHAKES_KEPT))
+    auth_accepted: int = 0
+    auth_rejected: Counter[str] = field(default_factory=Counter)
+    private_subscriptions: int = 0
+    private_refused: int = 0
 
 
 class _Kick:
@@ -132,6 +159,8 @@ class _Session:
         self.slugs: frozenset[str] = frozenset()
         self.addresses: frozenset[str] = frozenset()
         self.lifecycle = False
+        self.authenticated = False
+        self.private: set[str] = set()
         self.pong = anyio.Event()
         self.scope: anyio.CancelScope | None = None
 
@@ -144,13 +173,17 @@ class SocketIOHub:
     """Serves the Socket.IO endpoint and fans exchange events out to sockets.
 
     Args:
-        config: simulator configuration (ping times, quirks, malformed rate).
+        config: simulator configuration (ping times, quirks, malformed rate, auth).
         stats: counters to update.
+        clock: epoch seconds, for the HMAC timestamp window.
     """
 
-    def __init__(self, config: SimulatorConfig, stats: WsStats) -> None:
+    def __init__(
+        self, config: SimulatorConfig, stats: WsStats, *, clock: Callable[[], float] = time.time
+    ) -> None:
         self._config = config
         self._stats = stats
+        self._clock = clock
         self._sessions: set[_Session] = set()
         self._stall_until = 0.0
         self._rng = random.Random(f"ws-faults-{config.seed}")
@@ -194,11 +227,23 @@ class SocketIOHub:
         if query.get("EIO") != ["4"] or query.get("transport") != ["websocket"]:
             self._stats.connections_rejected += 1
             return connection.respond(400, '{"code":5,"message":"Unsupported protocol version"}')
+        if self._config.auth is not None and _has_credentials(request):
+            verdict = verify_request(self._config.auth, request.headers, "GET", request.path,
+                                     b"", self._clock())
+            if not verdict.ok:
+                self._stats.auth_rejected[verdict.reason or "unknown"] += 1
+                return connection.respond(401, '{"statusCode":401,"message":"Unauthorized"}')
+            self._stats.auth_accepted += 1
         self._stats.handshake_paths.append(request.path)
         return None
 
     async def _handle(self, ws: ServerConnection) -> None:
         session = _Session(ws)
+        # _process_request refused every upgrade whose credentials did not verify.
+        request = ws.request
+        session.authenticated = (
+            self._config.auth is not None and request is not None and _has_credentials(request)
+        )
         self._stats.connections_accepted += 1
         self._sessions.add(session)
         try:
@@ -324,6 +369,9 @@ class SocketIOHub:
         self._stats.namespace_connects += 1
         sid = JSON_ENCODER.encode({"sid": secrets.token_urlsafe(15)}).decode()
         self._control(session, f"40{prefix}{sid}")
+        if session.authenticated and namespace == NAMESPACE and self._config.auth is not None:
+            notice = {"message": "Authenticated", "account": self._config.auth.account}
+            self._control(session, event_frame("authenticated", notice))
 
     def _on_event(self, session: _Session, namespace: str, ack: int | None, data: str) -> None:
         try:
@@ -346,10 +394,15 @@ class SocketIOHub:
             session.lifecycle = True
         elif name == "unsubscribe_market_lifecycle":
             session.lifecycle = False
+        elif name in PRIVATE_CHANNELS:
+            return self._subscribe_private(session, name)
         elif name == "unsubscribe":
-            if payload.get("channel") == "subscribe_market_prices":
+            channel = payload.get("channel")
+            if channel == "subscribe_market_prices":
                 session.slugs, session.addresses = frozenset(), frozenset()
-            return {"success": True, "channel": payload.get("channel")}
+            elif isinstance(channel, str) and channel in PRIVATE_CHANNELS:
+                session.private.discard(PRIVATE_CHANNELS[channel])
+            return {"success": True, "channel": channel}
         else:
             self._stats.unknown_emits += 1
             logger.debug("sid %s: ignored emit %r", session.sid, name)
@@ -369,6 +422,20 @@ class SocketIOHub:
                 "markets": {"addresses": sorted(addresses), "slugs": sorted(slugs)},
             }
             self._control(session, event_frame("system", notice))
+
+    def _subscribe_private(self, session: _Session, name: str) -> dict[str, Any]:
+        if not session.authenticated:
+            self._stats.private_refused += 1
+            message = f"Unauthorized: {name} requires an authenticated connection"
+            self._control(session, event_frame("exception", {"status": "error",
+                                                             "message": message}))
+            return {"success": False, "error": message}
+        session.private.add(PRIVATE_CHANNELS[name])
+        self._stats.private_subscriptions += 1
+        if name == "subscribe_positions":
+            notice = {"message": "Successfully subscribed to position updates"}
+            self._control(session, event_frame("system", notice))
+        return {"success": True}
 
     # -- outgoing ---------------------------------------------------------------------
 
@@ -398,6 +465,21 @@ class SocketIOHub:
             for session in targets:
                 self._push(session, name, payload, frame)
 
+    def publish_private(self, events: Iterable[PrivateEvent]) -> None:
+        """Push the user's private events to authenticated sockets that subscribed them."""
+        for event in events:
+            targets = [s for s in self._sessions if s.joined and event.name in s.private]
+            if not targets:
+                continue
+            frame = event_frame(event.name, event.payload)
+            for session in targets:
+                self._push(session, event.name, event.payload, frame)
+
+    @property
+    def private_subscribers(self) -> int:
+        """Open sockets with at least one private subscription."""
+        return sum(1 for s in self._sessions if s.private)
+
     def _wants(self, session: _Session, event: ExchangeEvent) -> bool:
         if not session.joined:
             return False
@@ -407,7 +489,7 @@ class SocketIOHub:
             return event.address.lower() in session.addresses
         return True  # lifecycle: everyone on /markets, subscribed or not
 
-    def _push(self, session: _Session, name: str, payload: dict[str, Any], frame: str) -> None:
+    def _push(self, session: _Session, name: str, payload: Any, frame: str) -> None:
         if self.stalled:
             self._stats.dropped_in_stall += 1
             return
@@ -464,6 +546,10 @@ class SocketIOHub:
     def connections(self) -> int:
         """Open sockets."""
         return len(self._sessions)
+
+
+def _has_credentials(request: Request) -> bool:
+    return any(request.headers.get(name) is not None for name in _AUTH_HEADERS)
 
 
 def _strings(value: object) -> set[str]:
@@ -532,7 +618,7 @@ def _price_payload(event: PriceUpdate, quirks: Quirks) -> dict[str, Any]:
     return quirks.decorate(payload)
 
 
-def malformed_frame(rng: random.Random, name: str, payload: dict[str, Any]) -> str:
+def malformed_frame(rng: random.Random, name: str, payload: Any) -> str:
     """A broken stand-in for ``42/markets,[name,payload]`` (one of several kinds)."""
     frame = event_frame(name, payload)
     kind = rng.randrange(6)

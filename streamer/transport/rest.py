@@ -9,7 +9,9 @@ Retries (limitless-api.md §2.7/§2.8): statuses in :attr:`RetryPolicy.retry_sta
 and transient transport errors (connect, timeout, read/write, a dropped connection)
 are retried; other statuses fail at once. A 429 body's ``retryAfterSeconds`` and a
 ``Retry-After`` header (seconds) override the jittered backoff. Each attempt is signed
-afresh (HMAC timestamps must be within 30 s of server time, §1.3).
+afresh (HMAC timestamps must be within 30 s of server time, §1.3). A caller with its
+own retry rules (the allowance flow) passes ``retry_statuses=()`` and reads
+:class:`RestStatusError` (``status``, ``retry_after_s``, ``body``).
 
 Nothing here logs or raises header values or credentials.
 """
@@ -19,7 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Collection, Iterator
 from importlib import metadata
 from typing import Any, Final, Protocol, TypeVar
 from urllib.parse import quote, urlencode
@@ -73,6 +75,32 @@ _TRANSIENT_ERRORS: Final = (
     httpx.RemoteProtocolError,
     httpx.ProxyError,
 )
+
+
+class RestStatusError(RestError):
+    """A non-2xx reply that ended a request (a :class:`RestError` with the reply's details).
+
+    Raised for every final non-2xx status, so ``except RestError`` keeps working; callers
+    that run their own retry logic (the allowance flow, §2.6) read the extra fields.
+
+    Attributes:
+        retry_after_s: the server's requested delay (429 body ``retryAfterSeconds`` or a
+            ``Retry-After`` header in seconds, the larger), uncapped; ``None`` if absent.
+        body: the raw reply body (the server's words, never our headers).
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        status: int,
+        detail: str,
+        *,
+        retry_after_s: float | None = None,
+        body: bytes = b"",
+    ) -> None:
+        super().__init__(endpoint, status, detail)
+        self.retry_after_s = retry_after_s
+        self.body = body
 
 
 class RetryPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -135,6 +163,7 @@ class _Failure(msgspec.Struct, frozen=True):
     retryable: bool
     hint_s: float | None = None
     cause: BaseException | None = None
+    body: bytes = b""
 
 
 class RestClient:
@@ -270,6 +299,7 @@ class RestClient:
         endpoint: str,
         body: bytes | None = None,
         decoder: msgspec.json.Decoder[T],
+        retry_statuses: Collection[int] | None = None,
     ) -> T:
         """Send one request with retries and decode a 2xx body.
 
@@ -280,25 +310,30 @@ class RestClient:
             body: JSON body bytes, serialised once by the caller; signed and sent as is
                 with ``Content-Type: application/json``.
             decoder: decoder for the 2xx body.
+            retry_statuses: for this call only, the statuses retried instead of the
+                policy's (``()``: every non-2xx comes straight back as
+                :class:`RestStatusError`; transport errors are still retried).
 
         Returns:
             The decoded body.
 
         Raises:
-            RestError: after the last attempt, on a non-retryable status or transport
-                error, or on a 2xx body that does not decode (never retried).
+            RestStatusError: a non-2xx status after the last attempt, or a non-retryable one.
+            RestError: a transport failure after the last attempt or a non-transient one,
+                or a 2xx body that does not decode (never retried).
         """
         method = method.upper()
         url = self._url(path, endpoint)
         target = url.raw_path.decode("ascii")  # the request-line target httpx sends
         delays = self._retry.backoff.delays()
         attempts = self._retry.max_attempts
+        statuses = self._retry.retry_statuses if retry_statuses is None else retry_statuses
         for attempt in range(1, attempts + 1):
-            outcome = await self._send_once(method, url, target, endpoint, body, attempt)
+            outcome = await self._send_once(method, url, target, endpoint, body, attempt, statuses)
             if isinstance(outcome, httpx.Response):
                 return self._decode(outcome, endpoint, decoder)
             if not outcome.retryable or attempt == attempts:
-                raise RestError(endpoint, outcome.status, outcome.detail) from outcome.cause
+                raise _final_error(endpoint, outcome) from outcome.cause
             await self._wait(method, endpoint, outcome, attempt, delays)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
@@ -318,6 +353,7 @@ class RestClient:
         endpoint: str,
         body: bytes | None,
         attempt: int,
+        retry_statuses: Collection[int],
     ) -> httpx.Response | _Failure:
         headers = self._request_headers(method, target, body)
         started = time.perf_counter()
@@ -331,10 +367,11 @@ class RestClient:
         self._on_response(endpoint, status, started, attempt)
         if 200 <= status < 300:
             return response
-        retryable = status in self._retry.retry_statuses
+        retryable = status in retry_statuses
         body_info = _parse_error_body(response)
-        hint = _retry_hint(response, body_info) if retryable else None
-        return _Failure(status, self._redact(_error_detail(response, body_info)), retryable, hint)
+        hint = _retry_hint(response, body_info)
+        detail = self._redact(_error_detail(response, body_info))
+        return _Failure(status, detail, retryable, hint, body=response.content)
 
     def _request_headers(self, method: str, target: str, body: bytes | None) -> dict[str, str]:
         # Signed afresh on every attempt: a new timestamp and signature.
@@ -382,6 +419,14 @@ class RestClient:
         for value in self._redact_values:
             text = text.replace(value, _REDACTED)
         return text
+
+
+def _final_error(endpoint: str, failure: _Failure) -> RestError:
+    if failure.status is None:
+        return RestError(endpoint, None, failure.detail)
+    return RestStatusError(
+        endpoint, failure.status, failure.detail, retry_after_s=failure.hint_s, body=failure.body
+    )
 
 
 def _check_base_url(base_url: str) -> str:
