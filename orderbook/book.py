@@ -284,9 +284,12 @@ def _plan(side: _Side, levels: Sequence[PriceLevel], name: Side) -> _Plan | None
     """
     try:
         last_in = side.last_in
-        if last_in is not None and levels == last_in:
+        if last_in is None:
+            plan = _merge(side.levels(), levels, side.descending, name)
+        elif levels == last_in:
             return None
-        plan = _merge(side.levels(), levels, side.descending, name)
+        else:
+            plan = _merge_middle(side, last_in, levels, name)
         if plan is None:
             plan = _dict_plan(side, levels, name)
     except (TypeError, InvalidOperation):
@@ -295,13 +298,56 @@ def _plan(side: _Side, levels: Sequence[PriceLevel], name: Side) -> _Plan | None
     return plan if plan.changes else None
 
 
+def _merge_middle(
+    side: _Side, last_in: Sequence[PriceLevel], levels: Sequence[PriceLevel], name: Side
+) -> _Plan | None:
+    """Merge only what lies between the common prefix and suffix with the last input.
+
+    The held best-first list matches the last input one to one (same prices, in the
+    same order), so levels equal to the last input's at the same position at either
+    end are unchanged held levels: one Struct comparison each, in C. Typical updates
+    change a level or two, so the Python-level merge sees only a short middle.
+    """
+    n, m = len(levels), len(last_in)
+    p = 0
+    for a, b in zip(levels, last_in):  # noqa: B905 - lengths differ on purpose
+        if a != b:
+            break
+        p += 1
+    q = 0
+    limit = min(n, m) - p
+    while q < limit and levels[n - 1 - q] == last_in[m - 1 - q]:
+        q += 1
+    held = side.levels()
+    prev = held[p - 1][0] if p else None
+    bound = held[m - q][0] if q else None
+    plan = _merge(held[p : m - q], levels[p : n - q], side.descending, name, prev, bound)
+    if plan is not None:
+        plan.levels = held[:p] + plan.levels + held[m - q :]
+        plan.last_in = levels
+    return plan
+
+
 def _merge(
-    old: list[Level], new: Sequence[PriceLevel], descending: bool, name: Side
+    old: list[Level],
+    new: Sequence[PriceLevel],
+    descending: bool,
+    name: Side,
+    prev: Decimal | None = None,
+    bound: Decimal | None = None,
 ) -> _Plan | None:
     """Merge-walk a best-first input against the held best-first levels.
 
+    Args:
+        old: held levels, best first.
+        new: input levels, expected strictly best first.
+        descending: bids (True) or asks.
+        name: side name for errors.
+        prev: the price just before ``new`` (a common prefix), if any.
+        bound: the price just after ``new`` (a common suffix), if any.
+
     Returns None (use the dict path) when the input is not strictly best-first
-    ordered or has a size-0 level.
+    ordered (also against ``prev`` and ``bound``) or has a size-0 level.
     """
     out: list[Level] = []
     changes: list[Level] = []
@@ -310,7 +356,6 @@ def _merge(
     updates: list[Level] = []
     i = 0
     n_old = len(old)
-    prev: Decimal | None = None
     for level in new:
         price = level.price
         size = level.size
@@ -343,6 +388,8 @@ def _merge(
             break
         else:
             _insert(price, size, name, inserts, changes, out)
+    if bound is not None and prev is not None and (prev <= bound if descending else prev >= bound):
+        return None
     while i < n_old:
         key = old[i][0]
         removals.append(key)
