@@ -171,6 +171,7 @@ async def run(
             retry=RetryPolicy(max_attempts=settings.rest.max_attempts,
                               backoff=settings.rest.backoff),
             observer=metrics.rest,
+            limiter=budget,
         )
         async with anyio.create_task_group() as outer:
             await outer.start(fanout.run)

@@ -166,6 +166,14 @@ class _Failure(msgspec.Struct, frozen=True):
     body: bytes = b""
 
 
+class Limiter(Protocol):
+    """A shared request budget (:class:`streamer.budget.RateBudget`)."""
+
+    async def acquire(self) -> None: ...
+
+    def pause(self, seconds: float) -> None: ...
+
+
 class RestClient:
     """Typed, retrying, signing client for the public (and later private) REST API.
 
@@ -192,8 +200,10 @@ class RestClient:
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         clock: Callable[[], float] = time.time,
         observer: RestObserver | None = None,
+        limiter: Limiter | None = None,
     ) -> None:
         self._client = client
+        self._limiter = limiter
         self._base = _check_base_url(base_url)
         self._credentials = credentials
         self._retry = retry
@@ -355,6 +365,8 @@ class RestClient:
         attempt: int,
         retry_statuses: Collection[int],
     ) -> httpx.Response | _Failure:
+        if self._limiter is not None:
+            await self._limiter.acquire()  # before signing: the timestamp stays fresh
         headers = self._request_headers(method, target, body)
         started = time.perf_counter()
         try:
@@ -395,6 +407,8 @@ class RestClient:
             delay = next(delays)
         if self._observer is not None:
             self._observer.on_retry(endpoint, failure.status, delay)
+        if failure.status == 429 and self._limiter is not None:
+            self._limiter.pause(delay)  # every caller waits, not only this one
         logger.warning(
             "REST %s %s failed (%s); attempt %d/%d, retrying in %.2f s",
             method,
