@@ -225,6 +225,34 @@ class BookSynchronizer:
         self.needs_snapshot = True
         self.snapshot_reason = reason
 
+    def snapshot_record(self, recv_ts: int) -> Book | None:
+        """A fresh ``Book`` of the held book with the next ``seq``, or None if unseeded.
+
+        For a sink that conflated this market's records: it gets a full book it can
+        rebuild from, and since the record takes a ``seq`` of its own, every other sink
+        must be given it too (the fan-out does that), so no sink sees a hole in ``seq``.
+
+        Args:
+            recv_ts: local time, epoch ms; also ``ts`` when no exchange time is held.
+        """
+        if not self.seeded:
+            return None
+        self.seq += 1
+        self.stats.books_emitted += 1
+        bids, asks = self.book.levels()
+        return Book(
+            SCHEMA_VERSION,
+            self.market,
+            self.token,
+            self.seq,
+            self.last_ts if self.last_ts is not None else recv_ts,
+            recv_ts,
+            bids[0][0] if bids else None,
+            asks[0][0] if asks else None,
+            bids,
+            asks,
+        )
+
     def snapshot_satisfied(self) -> None:
         """Withdraw a pending re-seed request without a REST book.
 

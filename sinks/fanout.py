@@ -15,6 +15,9 @@
 * Runners take up to ``batch_max`` queued records and call ``sink.write(batch)``.
   :class:`SinkUnavailable` retries the same batch with backoff while the queue keeps filling
   under its policy, so a slow or broken sink stalls nobody else unless its policy is ``block``.
+  A :class:`Flushable` sink that holds records back (a queue sink's outage spool) gets
+  ``flush()`` calls while its queue is idle (every ``IDLE_FLUSH_S``), so it delivers them
+  without waiting for new records.
 * ``on_error`` decides, per sink and never implicitly, what a failure does:
 
   ========== ============================================ ================================
@@ -33,6 +36,35 @@
   then every sink is ``aclose()``\\d (bounded by ``drain_timeout_s`` again). Runners sit in
   shielded scopes, so the drain survives cancellation of ``run``.
 
+Conflation (policy ``conflate``), for a sink that must not stall the feed and whose consumers
+rebuild books:
+
+* When the queue is full, a ``book``/``book_delta`` record of market M is not queued: M becomes
+  *dirty*, M's book records already queued are taken out, and M's later book records are
+  refused on arrival while it stays dirty. Each such record counts in ``SinkStats.conflated``
+  (superseded, not lost, so not in ``dropped``).
+* Once the queue has drained to its low-water mark (``CONFLATE_LOW_WATER_FRACTION`` of its
+  size; at shutdown too), the runner calls ``snapshot_source(M)`` for each dirty market (up to
+  ``batch_max`` at a time), marks them clean and writes those ``book`` records *before*
+  anything still queued. The same ``book`` record is handed to every other sink as if it had
+  been published, so each ``seq`` names one record everywhere and no other sink sees a hole.
+* A non-book record (``status``, ``market`` …) arriving at a full queue is kept: room is made
+  by conflating the market of the oldest queued book record or, when only non-book records
+  are queued, by dropping the oldest of them (counted in ``dropped``).
+
+What a consumer of a conflating sink sees, per market: the records in ``seq`` order, either
+all of them, or with gaps; each gap is closed by a ``book`` record (the next record of that
+market it receives) from which it rebuilds the book (``orderbook.replay.Replayer`` reports the
+gap and re-syncs on that ``book``); the records after it continue from its ``seq``. The one
+exception: when ``snapshot_source`` returns ``None`` (the daemon has no book for the market
+right now), the gap is closed by the next ``book`` the daemon emits for it (a re-seed).
+
+``snapshot_source(market) -> Book | None`` contract: it is called from the runner task, in
+the event loop, with no await between the call and the records going out; it returns a fresh
+``Book`` of the market's current book carrying the NEXT ``seq`` of that market (allocated by
+the daemon exactly as for any record it emits, so that ``seq`` stays contiguous for every
+consumer), or ``None``. A :class:`Fanout` with a ``conflate`` sink requires one.
+
 Backoff: ``sinks`` may not import ``streamer``, so ``backoff`` is a zero-argument factory of
 delay iterators; ``streamer.retry.Backoff(...).delays`` fits as is. The default is a local
 jittered exponential (0.5 s doubling to 30 s, ±20 %).
@@ -46,7 +78,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Final, Literal
+from typing import Final, Literal, Protocol, runtime_checkable
 
 import anyio
 from anyio.abc import TaskStatus
@@ -60,7 +92,7 @@ from sinks.base import (
     SinkRejected,
     SinkUnavailable,
 )
-from sinks.records import Record
+from sinks.records import Book, BookDelta, Record
 
 __all__ = [
     "OverflowPolicy",
@@ -71,7 +103,10 @@ __all__ = [
     "SinkStats",
     "Fanout",
     "BackoffFactory",
+    "Flushable",
+    "SnapshotSource",
     "default_backoff",
+    "CONFLATE_LOW_WATER_FRACTION",
     "DEFAULT_QUEUE_SIZE",
     "DEFAULT_BATCH_MAX",
     "DEFAULT_DRAIN_TIMEOUT_S",
@@ -82,8 +117,12 @@ logger = logging.getLogger(__name__)
 DEFAULT_QUEUE_SIZE: Final = 10_000
 DEFAULT_BATCH_MAX: Final = 512
 DEFAULT_DRAIN_TIMEOUT_S: Final = 3.0
+IDLE_FLUSH_S: Final = 1.0
+"""A :class:`Flushable` sink holding records back is flushed after its queue was idle this long."""
 BLOCK_OVERSHOOT_FACTOR: Final = 2
 """``publish_nowait`` may fill a ``block`` queue up to this many times its size (see there)."""
+CONFLATE_LOW_WATER_FRACTION: Final = 0.5
+"""A ``conflate`` queue emits its snapshots once at most this fraction of its size is queued."""
 DEFAULT_BACKOFF_INITIAL_S: Final = 0.5
 DEFAULT_BACKOFF_FACTOR: Final = 2.0
 DEFAULT_BACKOFF_CAP_S: Final = 30.0
@@ -95,6 +134,27 @@ ON_ERROR_CHOICES: Final[tuple[OnError, ...]] = ("retry", "disable", "crash")
 BackoffFactory = Callable[[], Iterator[float]]
 """Returns a fresh iterator of retry delays in seconds (one per retry sequence)."""
 
+SnapshotSource = Callable[[str], Book | None]
+"""``market -> Book | None``: a fresh book with the market's next ``seq`` (see "Conflation")."""
+
+
+@runtime_checkable
+class Flushable(Protocol):
+    """A sink that may hold records back (a spool) and can deliver them without new input."""
+
+    @property
+    def needs_flush(self) -> bool:
+        """Records are held back now."""
+        ...
+
+    async def flush(self) -> None:
+        """Try to deliver held-back records (bounded in time).
+
+        Raises:
+            SinkError: nothing is lost; the runner just tries again later.
+        """
+        ...
+
 
 class OverflowPolicy(StrEnum):
     """What ``publish`` does when a sink's queue is full."""
@@ -105,6 +165,8 @@ class OverflowPolicy(StrEnum):
     """Evict the oldest queued record to make room."""
     DROP_NEWEST = "drop-newest"
     """Discard the record being published."""
+    CONFLATE = "conflate"
+    """Keep only the latest book state per market; see "Conflation" in the module docstring."""
 
 
 class SinkState(StrEnum):
@@ -182,12 +244,17 @@ class SinkStats:
         in_flight: records in the batch being written.
         capacity: the queue's bound.
         state: the sink's :class:`SinkState`.
+        conflated: ``conflate`` policy only: ``book``/``book_delta`` records superseded by a
+            snapshot (taken out of the queue, or refused on arrival). Not lost for a consumer
+            that rebuilds books, so not counted in ``dropped``.
+        snapshots: ``conflate`` policy only: fresh ``book`` records written in place of
+            conflated ones (also counted in ``written``).
     """
 
     __slots__ = ("enqueued", "written", "dropped", "errors", "retries", "max_depth",
-                 "in_flight", "capacity", "state", "_items")
+                 "in_flight", "capacity", "state", "conflated", "snapshots", "_queue")
 
-    def __init__(self, capacity: int, items: deque[Record]) -> None:
+    def __init__(self, capacity: int, queue: _SinkQueue) -> None:
         self.enqueued = 0
         self.written = 0
         self.dropped = 0
@@ -197,12 +264,14 @@ class SinkStats:
         self.in_flight = 0
         self.capacity = capacity
         self.state = SinkState.OPENING
-        self._items = items
+        self.conflated = 0
+        self.snapshots = 0
+        self._queue = queue
 
     @property
     def depth(self) -> int:
         """Records waiting in the queue now."""
-        return len(self._items)
+        return self._queue.depth
 
     def __repr__(self) -> str:
         fields = " ".join(f"{name}={getattr(self, name)}" for name in self.__slots__[:-1])
@@ -214,14 +283,14 @@ class _SinkQueue:
 
     anyio memory streams cannot evict the oldest item, hence a deque plus two one-shot events
     (re-armed on demand): ``_data`` wakes the single runner, ``_space`` wakes blocked publishers.
-    A new policy (``conflate``) is one more branch in :meth:`_overflow`.
+    ``conflate`` lives in the subclass :class:`_ConflatingQueue`.
     """
 
     __slots__ = ("items", "stats", "_capacity", "_policy", "_closed", "_data", "_space")
 
     def __init__(self, policy: OverflowPolicy, capacity: int) -> None:
         self.items: deque[Record] = deque()
-        self.stats = SinkStats(capacity, self.items)
+        self.stats = SinkStats(capacity, self)
         self._capacity = capacity
         self._policy = policy
         self._closed = False
@@ -232,6 +301,20 @@ class _SinkQueue:
     def closed(self) -> bool:
         """No more records are accepted (they are counted as dropped)."""
         return self._closed
+
+    @property
+    def depth(self) -> int:
+        """Records waiting to be written."""
+        return len(self.items)
+
+    @property
+    def snapshots_due(self) -> bool:
+        """Some market is owed a snapshot now (``conflate`` only)."""
+        return False
+
+    def take_dirty(self, limit: int) -> list[str]:
+        """Markets owed a snapshot now (``conflate`` only; see :class:`_ConflatingQueue`)."""
+        return []
 
     def offer(self, record: Record) -> bool:
         """Enqueue without waiting; ``False`` only when a ``block`` queue is full."""
@@ -289,6 +372,13 @@ class _SinkQueue:
         while not self.offer(record):
             await self.wait_space()
 
+    async def wait_data(self) -> None:
+        """Return once something is queued, snapshots are due, or the queue is closed."""
+        while not (self.depth or self.snapshots_due or self._closed):
+            if self._data is None:
+                self._data = anyio.Event()
+            await self._data.wait()
+
     async def get_batch(self, limit: int) -> list[Record]:
         """Up to ``limit`` records, waiting for the first; ``[]`` once closed and empty."""
         items = self.items
@@ -323,6 +413,176 @@ class _SinkQueue:
             self._space = None
 
 
+class _ConflatingQueue(_SinkQueue):
+    """The ``conflate`` policy: bounded, and keeps at most the latest book state per market.
+
+    A market is *dirty* once one of its ``book``/``book_delta`` records was conflated; while
+    dirty, its book records are refused on arrival and none of them is queued, so the snapshot
+    taken later supersedes exactly what was left out. Conflating a market does not search the
+    deque: its queued book records become *stale* (counted, skipped by :meth:`get_batch`) and
+    are purged in one pass when snapshots are taken, or once there are more than ``capacity``
+    of them, so the deque never holds more than twice ``capacity`` records.
+    """
+
+    __slots__ = ("dirty", "low_water", "_queued", "_stale")
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__(OverflowPolicy.CONFLATE, capacity)
+        self.dirty: dict[str, None] = {}
+        """Markets owed a snapshot, oldest first (an ordered set)."""
+        self.low_water = int(capacity * CONFLATE_LOW_WATER_FRACTION)
+        self._queued: dict[str, int] = {}
+        """Live (not stale) book records queued per market."""
+        self._stale = 0
+
+    @property
+    def depth(self) -> int:
+        """Records waiting to be written (stale ones excluded)."""
+        return len(self.items) - self._stale
+
+    @property
+    def has_space(self) -> bool:
+        """Below capacity, or closed."""
+        return self._closed or self.depth < self._capacity
+
+    @property
+    def snapshots_due(self) -> bool:
+        """Some market is dirty and the queue is at or below low water."""
+        return bool(self.dirty) and self.depth <= self.low_water
+
+    def offer(self, record: Record) -> bool:
+        """Enqueue, conflating book records of a dirty market or when full; always ``True``."""
+        if self._closed:
+            self.stats.dropped += 1
+            return True
+        if type(record) is Book or type(record) is BookDelta:
+            market = record.market
+            if market in self.dirty:
+                self.stats.conflated += 1
+                return True
+            if self.depth >= self._capacity:
+                self._conflate(market)
+                self.stats.conflated += 1
+                return True
+            self._queued[market] = self._queued.get(market, 0) + 1
+        elif self.depth >= self._capacity:
+            self._make_room()
+        self.items.append(record)
+        self._accepted()
+        return True
+
+    def force(self, record: Record) -> bool:
+        """Never needed: :meth:`offer` always takes or conflates the record."""
+        return self.offer(record)
+
+    def _accepted(self) -> None:
+        stats = self.stats
+        stats.enqueued += 1
+        depth = self.depth
+        if depth > stats.max_depth:
+            stats.max_depth = depth
+        self._wake_runner()
+
+    def _wake_runner(self) -> None:
+        if self._data is not None:
+            self._data.set()
+            self._data = None
+
+    def _conflate(self, market: str) -> None:
+        """Mark ``market`` dirty; its queued book records become stale."""
+        self.dirty[market] = None
+        self._wake_runner()  # it may be waiting on a queue that has just become empty
+        stale = self._queued.pop(market, 0)
+        self._stale += stale
+        self.stats.conflated += stale
+        if self._stale > self._capacity:
+            self._purge_stale()
+
+    def _make_room(self) -> None:
+        """Free one slot for a non-book record: conflate the market of the oldest queued book
+        record; if only non-book records are queued, drop the oldest of them (counted)."""
+        dirty = self.dirty
+        for queued in self.items:
+            if (type(queued) is Book or type(queued) is BookDelta) and queued.market not in dirty:
+                self._conflate(queued.market)
+                return
+        self._purge_stale()
+        self.items.popleft()
+        self.stats.dropped += 1
+
+    def _purge_stale(self) -> None:
+        """Remove every stale record from the deque (one pass; the deque object is kept)."""
+        if not self._stale:
+            return
+        dirty = self.dirty
+        keep = [record for record in self.items
+                if not ((type(record) is Book or type(record) is BookDelta)
+                        and record.market in dirty)]
+        self.items.clear()
+        self.items.extend(keep)
+        self._stale = 0
+
+    async def get_batch(self, limit: int) -> list[Record]:
+        """Up to ``limit`` live records, waiting for the first.
+
+        Returns ``[]`` once closed and empty, or when :attr:`snapshots_due`.
+        """
+        while not self.depth:
+            self._purge_stale()
+            if self._closed or self.dirty:  # empty and dirty: snapshots are due
+                return []
+            if self._data is None:
+                self._data = anyio.Event()
+            await self._data.wait()
+        # depth > 0: at least one live record is queued, so the batch is not empty
+        batch = self._pop_live(limit)
+        self._wake_publishers()
+        return batch
+
+    def _pop_live(self, limit: int) -> list[Record]:
+        items, dirty, queued = self.items, self.dirty, self._queued
+        batch: list[Record] = []
+        while items and len(batch) < limit:
+            record = items.popleft()
+            if type(record) is Book or type(record) is BookDelta:
+                market = record.market
+                if market in dirty:
+                    self._stale -= 1
+                    continue
+                left = queued[market] - 1
+                if left:
+                    queued[market] = left
+                else:
+                    del queued[market]
+            batch.append(record)
+        return batch
+
+    def take_dirty(self, limit: int) -> list[str]:
+        """Up to ``limit`` dirty markets, now clean, if the queue is at or below low water.
+
+        The caller must take their snapshots before its next await, so that no record of
+        those markets can be published between the snapshot and the clean mark.
+        """
+        if not self.dirty or self.depth > self.low_water:
+            return []
+        self._purge_stale()
+        dirty = self.dirty
+        markets = [market for market, _ in zip(dirty, range(limit), strict=False)]
+        for market in markets:
+            del dirty[market]
+        return markets
+
+    def discard(self) -> int:
+        """Drop everything queued; return how many live records that was (not counted here)."""
+        count = self.depth
+        self.items.clear()
+        self._queued.clear()
+        self._stale = 0
+        self.dirty.clear()
+        self._wake_publishers()
+        return count
+
+
 class _Slot:
     """One sink's runtime state inside the fan-out."""
 
@@ -333,7 +593,9 @@ class _Slot:
         self.spec = spec
         self.sink = spec.sink
         self.name = spec.sink.name
-        self.queue = _SinkQueue(spec.policy, spec.queue_size)
+        self.queue = (_ConflatingQueue(spec.queue_size)
+                      if spec.policy is OverflowPolicy.CONFLATE
+                      else _SinkQueue(spec.policy, spec.queue_size))
         self.stats = self.queue.stats
         self.scope: anyio.CancelScope | None = None
         self.ready = anyio.Event()
@@ -350,6 +612,8 @@ class Fanout:
         drain_timeout_s: how long shutdown waits for queues to drain (and, separately, for
             sinks to close).
         backoff: factory of retry-delay iterators (see the module docstring).
+        snapshot_source: builds the ``book`` a ``conflate`` sink gets for a conflated market
+            (see "Conflation" in the module docstring); required if any sink conflates.
 
     Attributes:
         stats: per-sink counters by sink name.
@@ -357,7 +621,7 @@ class Fanout:
         closed_sinks_event: set when the first sink closed; the app may stop on it.
 
     Raises:
-        SinkConfigError: two sinks share a name.
+        SinkConfigError: two sinks share a name, or a ``conflate`` sink has no snapshot source.
     """
 
     def __init__(
@@ -366,12 +630,20 @@ class Fanout:
         *,
         drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S,
         backoff: BackoffFactory | None = None,
+        snapshot_source: SnapshotSource | None = None,
+        on_written: Callable[[str, Sequence[Record]], None] | None = None,
     ) -> None:
+        self._on_written = on_written
         self._slots = [_Slot(spec) for spec in specs]
         names = [slot.name for slot in self._slots]
         for name in names:
             if names.count(name) > 1:
                 raise SinkConfigError(name, "two sinks have this name; give one a name= option")
+        for slot in self._slots:
+            if slot.spec.policy is OverflowPolicy.CONFLATE and snapshot_source is None:
+                raise SinkConfigError(slot.name, "policy conflate needs the daemon's snapshot "
+                                                 "source (Fanout(snapshot_source=...))")
+        self._snapshot_source = snapshot_source
         self._queues = tuple(slot.queue for slot in self._slots)
         self._block_queues = tuple(slot.queue for slot in self._slots
                                    if slot.spec.policy is OverflowPolicy.BLOCK)
@@ -398,7 +670,10 @@ class Fanout:
     @property
     def ready(self) -> bool:
         """No ``block`` queue is full: ``publish_nowait`` will not overshoot any."""
-        return all(queue.has_space for queue in self._block_queues)
+        for queue in self._block_queues:  # read per frame: a plain loop, no generator
+            if not queue.has_space:
+                return False
+        return True
 
     async def wait_ready(self) -> None:
         """Wait until :attr:`ready` (backpressure from ``block`` sinks)."""
@@ -526,13 +801,58 @@ class Fanout:
 
     async def _serve(self, slot: _Slot) -> None:
         queue, limit = slot.queue, slot.spec.batch_max
+        flushable = slot.sink if isinstance(slot.sink, Flushable) else None
         while not slot.stopped:
-            batch = await queue.get_batch(limit)
-            if not batch:
-                return
+            if (flushable is not None and flushable.needs_flush and not queue.depth
+                    and not queue.closed and not queue.snapshots_due):
+                await self._flush_when_idle(slot, flushable)
+                continue
+            markets = queue.take_dirty(limit)
+            if markets:
+                batch = self._snapshots(slot, markets)
+                if not batch:
+                    continue
+            else:
+                batch = await queue.get_batch(limit)
+                if not batch:
+                    if queue.snapshots_due:
+                        continue
+                    return
             slot.stats.in_flight = len(batch)
             await self._deliver(slot, batch)
             slot.stats.in_flight = 0
+
+    async def _flush_when_idle(self, slot: _Slot, sink: Flushable) -> None:
+        """Wait for records up to IDLE_FLUSH_S; if none came, let the sink flush."""
+        queue = slot.queue
+        with anyio.move_on_after(IDLE_FLUSH_S):
+            await queue.wait_data()
+        if queue.depth or queue.snapshots_due or queue.closed:
+            return
+        try:
+            await sink.flush()
+        except SinkError as exc:  # best effort: the next write reports for real
+            logger.debug("sink %s: idle flush failed: %s", slot.name, exc)
+
+    def _snapshots(self, slot: _Slot, markets: list[str]) -> list[Record]:
+        """Fresh ``book`` records for ``markets``; each also goes to every other sink.
+
+        Synchronous on purpose: nothing can be published between taking a snapshot and
+        queueing it for the other sinks, so every queue stays in ``seq`` order.
+        """
+        source = self._snapshot_source
+        assert source is not None  # checked in __init__ for conflate sinks
+        batch: list[Record] = []
+        for market in markets:
+            book = source(market)
+            if book is None:
+                continue
+            batch.append(book)
+            for queue in self._queues:
+                if queue is not slot.queue and not queue.offer(book):
+                    queue.force(book)
+        slot.stats.snapshots += len(batch)
+        return batch
 
     async def _open(self, slot: _Slot) -> bool:
         """Open with retries; ``False`` if the sink was stopped instead."""
@@ -581,6 +901,8 @@ class Fanout:
                 return
             else:
                 slot.stats.written += len(batch)
+                if self._on_written is not None:
+                    self._on_written(slot.name, batch)
                 if slot.stats.state is not SinkState.OPEN:
                     self._mark_open(slot)
                 return

@@ -5,13 +5,23 @@ Forms::
     stdout:            (or "-")
     file:out.ndjson    file:///var/lib/streamer/out.ndjson    file:~/out.ndjson
         ?max_bytes=100MB&rotate=1h&keep=24
+    nats://host:4222/PREFIX?stream=NAME&retention=limits&max_age=24h&dup_window=2m
+        &storage=file&replicas=1&ack_timeout=5s&spool=PATH&spool_max=1GB
+    redis://host:6379/DB?stream=KEY&per_market=false&maxlen=100000&timeout=5s
+        &spool=PATH&spool_max=1GB
 
-Options every scheme accepts: ``policy`` (block | drop-oldest | drop-newest), ``queue`` (queue
-size), ``batch`` (records per write), ``on_error`` (retry | disable | crash) and ``name`` (the
-label in logs and metrics). Sizes take SI or IEC suffixes (``100MB``, ``1GiB``, ``64k``);
-intervals take ``ms s m h d w`` and combinations (``1h``, ``30m``, ``86400s``, ``1h30m``).
+``nats://`` and ``redis://`` are described in :mod:`sinks.nats` and :mod:`sinks.redis`
+(their client libraries are optional dependencies, imported only when such a URL is parsed).
+``spool=PATH`` gives a queue sink an outage spool (:mod:`sinks.spool`) bounded by
+``spool_max`` (default 1GB); without it an outage raises SinkUnavailable at once.
 
-Schemes live in :data:`SCHEMES`; a new one (``nats://``, ``redis://``) is one
+Options every scheme accepts: ``policy`` (block | drop-oldest | drop-newest | conflate),
+``queue`` (queue size), ``batch`` (records per write), ``on_error`` (retry | disable | crash)
+and ``name`` (the label in logs and metrics). Sizes take SI or IEC suffixes (``100MB``,
+``1GiB``, ``64k``); intervals take ``ms s m h d w`` and combinations (``1h``, ``30m``,
+``86400s``, ``1h30m``).
+
+Schemes live in :data:`SCHEMES`; a new one is one
 :func:`register_scheme` call with a factory that builds the sink without connecting (the
 fan-out calls ``open()``). Errors are :class:`SinkConfigError` with a one-line message that
 names the option and shows the URL with any password replaced by ``***``.
@@ -25,8 +35,11 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Final, TypeVar
+from typing import TYPE_CHECKING, Final, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
+
+if TYPE_CHECKING:
+    from sinks.spool import Spool
 
 from sinks.base import Sink, SinkConfigError
 from sinks.fanout import (
@@ -53,6 +66,13 @@ __all__ = [
 ]
 
 COMMON_OPTIONS: Final = frozenset({"policy", "queue", "batch", "on_error", "name"})
+SPOOL_OPTIONS: Final = frozenset({"spool", "spool_max"})
+DEFAULT_SPOOL_MAX: Final = "1GB"
+NATS_OPTIONS: Final = frozenset({"stream", "retention", "max_age", "dup_window", "storage",
+                                 "replicas", "ack_timeout"}) | SPOOL_OPTIONS
+REDIS_OPTIONS: Final = frozenset({"stream", "per_market", "maxlen", "timeout"}) | SPOOL_OPTIONS
+_TRUE: Final = frozenset({"1", "true", "yes", "on"})
+_FALSE: Final = frozenset({"0", "false", "no", "off"})
 SECRET_QUERY_KEYS: Final = frozenset({"password", "pass", "token", "secret", "key"})
 
 _SIZE_RE: Final = re.compile(r"(\d+(?:\.\d+)?)\s*([a-z]*)", re.IGNORECASE)
@@ -289,5 +309,96 @@ def _converted(url: SinkUrl, key: str, convert: Callable[[str], _T]) -> _T | Non
         raise url.error(f"option {key!r}: {exc}") from None
 
 
+def _spool(url: SinkUrl) -> Spool | None:
+    from sinks.spool import Spool
+
+    path = url.options.get("spool")
+    if not path:
+        if "spool_max" in url.options:
+            raise url.error("option 'spool_max' needs 'spool' (a directory)")
+        return None
+    max_bytes = _converted(url, "spool_max", parse_size) or parse_size(DEFAULT_SPOOL_MAX)
+    return Spool(os.path.expanduser(path), max_bytes=max_bytes)
+
+
+def _optional_import_error(url: SinkUrl, package: str, extra: str) -> SinkConfigError:
+    return url.error(f"{url.scheme}:// needs the {package} package "
+                     f"(pip install 'limitless-streamer[{extra}]')")
+
+
+def _nats(url: SinkUrl) -> Sink:
+    try:
+        from sinks.nats import NatsConfig, NatsJetStreamSink
+    except ImportError:
+        raise _optional_import_error(url, "nats-py", "nats") from None
+    options = url.options
+    host = url.netloc.rpartition("@")[2]
+    if not host:
+        raise url.error("nats:// needs a host, e.g. nats://127.0.0.1:4222/limitless")
+    netloc = url.netloc if ":" in host else f"{url.netloc}:4222"
+    try:
+        config = NatsConfig(
+            server=f"nats://{netloc}",
+            prefix=url.path.strip("/"),
+            stream=options.get("stream") or None,
+            retention=options.get("retention", "limits").lower(),
+            max_age_s=_converted(url, "max_age", parse_interval) or 24 * 3600.0,
+            dup_window_s=_converted(url, "dup_window", parse_interval) or 120.0,
+            storage=options.get("storage", "file").lower(),
+            replicas=_int_option(url, "replicas", options.get("replicas"), 1, 1),
+            ack_timeout_s=_converted(url, "ack_timeout", parse_interval) or 5.0,
+        )
+    except ValueError as exc:
+        raise url.error(str(exc)) from None
+    return NatsJetStreamSink(config, spool=_spool(url), name=url.name)
+
+
+def _redis(url: SinkUrl) -> Sink:
+    try:
+        from sinks.redis import RedisConfig, RedisStreamSink
+    except ImportError:
+        raise _optional_import_error(url, "redis", "redis") from None
+    options = url.options
+    try:
+        split = urlsplit(f"//{url.netloc}")
+        port = split.port or 6379
+    except ValueError as exc:
+        raise url.error(f"bad host:port: {exc}") from None
+    db_text = url.path.strip("/") or "0"
+    if not db_text.isdigit():
+        raise url.error(f"the path is the database number, got {db_text!r}")
+    try:
+        config = RedisConfig(
+            host=split.hostname or "localhost", port=port, db=int(db_text),
+            username=unquote(split.username) if split.username else None,
+            password=unquote(split.password) if split.password else None,
+            stream=options.get("stream", "limitless"),
+            per_market=_bool_option(url, "per_market", False),
+            maxlen=_maxlen(url),
+            timeout_s=_converted(url, "timeout", parse_interval) or 5.0,
+        )
+    except ValueError as exc:
+        raise url.error(str(exc)) from None
+    return RedisStreamSink(config, spool=_spool(url), name=url.name)
+
+
+def _bool_option(url: SinkUrl, key: str, default: bool) -> bool:
+    value = url.options.get(key)
+    if value is None:
+        return default
+    if value.lower() in _TRUE | _FALSE:
+        return value.lower() in _TRUE
+    raise url.error(f"option {key!r}: {value!r} is not true or false")
+
+
+def _maxlen(url: SinkUrl) -> int | None:
+    value = url.options.get("maxlen")
+    if value is not None and value.lower() == "none":
+        return None
+    return _int_option(url, "maxlen", value, 100_000, 1)
+
+
 register_scheme("stdout", _stdout)
 register_scheme("file", _file, frozenset({"max_bytes", "rotate", "keep"}))
+register_scheme("nats", _nats, NATS_OPTIONS)
+register_scheme("redis", _redis, REDIS_OPTIONS)

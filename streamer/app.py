@@ -23,6 +23,7 @@ import anyio
 import httpx
 from anyio.abc import TaskStatus
 
+from orderbook.types import Book
 from sinks.fanout import Fanout, SinkSpec
 from streamer import __version__
 from streamer.allowances import AllowanceWatcher
@@ -156,7 +157,13 @@ async def run(
     """
     specs = settings.sink_specs() if specs is None else specs
     metrics = Metrics(per_market=settings.per_market_metrics) if metrics is None else metrics
-    fanout = Fanout(specs, drain_timeout_s=settings.shutdown_grace_s)
+    feeds: list[Feed] = []  # the fan-out exists before the feed; its snapshots come late
+
+    def snapshot_source(market: str) -> Book | None:
+        return feeds[0].snapshot_record(market) if feeds else None
+
+    fanout = Fanout(specs, drain_timeout_s=settings.shutdown_grace_s,
+                    snapshot_source=snapshot_source, on_written=metrics.on_written)
     budget = RateBudget(settings.rest.rate_per_s, settings.rest.burst)
     metrics.bind(fanout=fanout, sinks=[spec.sink for spec in specs], budget=budget)
     async with httpx.AsyncClient(
@@ -186,6 +193,7 @@ async def run(
                     private = (PrivateChannels(settings.private)
                                if settings.private.channels else None)
                     feed = Feed(settings, rest, fanout, Universe(), private=private)
+                    feeds.append(feed)
                     discovery = Discovery(settings, rest, feed)
                     feed.on_market_event = discovery.on_market_event
                     metrics.bind(feed=feed)

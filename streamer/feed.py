@@ -31,7 +31,7 @@ import msgspec
 
 from orderbook.book import OrderBook
 from orderbook.errors import InvalidLevel
-from orderbook.types import SCHEMA_VERSION, BookSnapshot
+from orderbook.types import SCHEMA_VERSION, Book, BookSnapshot
 from sinks.fanout import Fanout
 from sinks.records import MarketCreated, MarketResolved, PriceData, Record, Status
 from streamer.config import Settings
@@ -173,6 +173,11 @@ class Feed:
         events = Counter(self.stats.events)
         events["orderbookUpdate"] += self._books_received
         return events
+
+    def snapshot_record(self, market: str) -> Book | None:
+        """A fresh ``book`` record of ``market`` with its next ``seq`` (conflating sinks)."""
+        entry = self.universe.get(market)
+        return None if entry is None else entry.sync.snapshot_record(now_ms())
 
     def universe_changed(self) -> None:
         """Discovery changed the market set: resubscribe in the live session."""

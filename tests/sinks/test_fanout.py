@@ -386,7 +386,6 @@ def test_fanout_rejects_duplicate_sink_names() -> None:
     [
         ({"queue_size": 0}, "queue_size"),
         ({"batch_max": 0}, "batch_max"),
-        ({"policy": "conflate"}, "policy 'conflate'"),
         ({"on_error": "ignore"}, "on_error 'ignore'"),
     ],
 )

@@ -74,7 +74,6 @@ def test_parse_sink_url_expands_home() -> None:
         ("kafka://broker/topic", "unknown scheme 'kafka'"),
         ("file:out.ndjson?maxbytes=1", "unknown option 'maxbytes' for file:"),
         ("stdout:?keep=3", "unknown option 'keep' for stdout:"),
-        ("stdout:?policy=conflate", "option 'policy': 'conflate'"),
         ("stdout:?on_error=ignore", "option 'on_error': 'ignore'"),
         ("stdout:?queue=0", "option 'queue': must be >= 1"),
         ("stdout:?batch=ten", "option 'batch': 'ten' is not an integer"),
