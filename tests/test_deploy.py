@@ -624,8 +624,8 @@ def test_deploy_fast_rules_rewrite_every_window() -> None:
     assert "for: 0s" in text and not re.search(r"for: [1-9]", text)
 
 
-def test_deploy_readme_lists_every_exported_metric() -> None:
-    readme = (DEPLOY / "README.md").read_text()
+def test_readme_lists_every_exported_metric() -> None:
+    readme = (DEPLOY.parent / "README.md").read_text()
     exported = {n.removeprefix("limitless_streamer_").removesuffix("_total")
                 for n in exposed_names() if n.startswith("limitless_streamer_")}
     exported = {re.sub(r"_(bucket|count|sum)$", "", n) for n in exported}
