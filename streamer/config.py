@@ -156,7 +156,9 @@ def load_settings(config_path: str | None, overrides: Mapping[str, Any]) -> Sett
     return settings
 
 
-def load_credentials(env: Mapping[str, str], settings: Settings | None = None) -> Credentials | None:
+def load_credentials(
+    env: Mapping[str, str], settings: Settings | None = None
+) -> Credentials | None:
     """Credentials from the environment, or ``None`` for public data only.
 
     With ``settings``, also checks that what the settings ask for can be done with them:
@@ -230,7 +232,9 @@ def _validate(s: Settings) -> None:
     if s.shard is not None:
         match = _SHARD_RE.match(s.shard)
         if not match or not int(match[1]) < int(match[2]):
-            raise ConfigError(f"shard: expected INDEX/COUNT with 0 <= INDEX < COUNT, got {s.shard!r}")
+            raise ConfigError(
+                f"shard: expected INDEX/COUNT with 0 <= INDEX < COUNT, got {s.shard!r}"
+            )
     if not s.feed.namespace.startswith("/"):
         raise ConfigError(f"feed.namespace: must start with '/', got {s.feed.namespace!r}")
     s.sink_specs()

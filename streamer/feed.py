@@ -41,9 +41,9 @@ from streamer.errors import (
     RestError,
     ServerDisconnect,
 )
+from streamer.histogram import FEED_LATENCY_BUCKETS, Histogram
 from streamer.logutil import RateLimitedLog
 from streamer.private import PrivateChannels
-from streamer.histogram import FEED_LATENCY_BUCKETS, Histogram
 from streamer.protocol.messages import (
     EVENT_DECODERS,
     MarketCreatedPayload,
@@ -55,13 +55,15 @@ from streamer.protocol.messages import (
 )
 from streamer.protocol.session import (
     AckReceived,
-    ConnectRefused as ConnectRefusedEvent,
     Disconnected,
     EventReceived,
     FrameRejected,
     NamespaceConnected,
     Opened,
     SocketIOProtocol,
+)
+from streamer.protocol.session import (
+    ConnectRefused as ConnectRefusedEvent,
 )
 from streamer.transport.rest import RestClient
 from streamer.transport.websocket import Transport

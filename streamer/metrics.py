@@ -81,10 +81,8 @@ Plus ``process_*`` and ``python_*`` from prometheus_client's own collectors
 
 from __future__ import annotations
 
-import math
 import platform
 import time
-from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, Protocol
@@ -419,8 +417,9 @@ class StatsCollector(Collector):
         if m.fanout is not None:
             yield from self._sinks(m.fanout.stats)
         yield from self._delivery(m.sinks)
-        if m.feed is not None and getattr(m.feed, "private", None) is not None:
-            yield from self._private(m.feed.private.stats)
+        private = getattr(m.feed, "private", None)
+        if private is not None:
+            yield from self._private(private.stats)
         if m.allowances is not None:
             yield from self._allowances(m.allowances)
 

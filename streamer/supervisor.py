@@ -116,7 +116,7 @@ async def run_feed(
             async with connect(ws_url, headers) as transport:
                 await runner.run_session(transport)
             raise InvalidState("run_session returned without an error")
-        except Exception as exc:  # noqa: BLE001 - classify() is the single decision point
+        except Exception as exc:
             if classify(exc) is Action.FATAL:
                 raise
             leaf = unwrap(exc)

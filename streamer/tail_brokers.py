@@ -7,8 +7,10 @@ The URL is parsed by the sink's own parser (:func:`sinks.url.parse_sink_url`), s
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import anyio
+import anyio.lowlevel
 
 from sinks.base import SinkConfigError
 from sinks.url import parse_sink_url
@@ -72,14 +74,14 @@ async def _redis_lines(config: object, *, follow: bool) -> AsyncIterator[bytes]:
             keys = sorted([k async for k in client.scan_iter(match=f"{key}:*", _type="STREAM")])
         else:
             keys = [key.encode()]
-        cursors = dict.fromkeys(keys, b"0")
+        cursors: dict[Any, Any] = dict.fromkeys(keys, b"0")
         while cursors:
-            reply = await client.xread(cursors, count=FETCH_BATCH,
+            reply: Any = await client.xread(cursors, count=FETCH_BATCH,
                                        block=int(IDLE_WAIT_S * 1000) if follow else None)
             if not reply:
                 if not follow:
                     return
-                await anyio.sleep(0)
+                await anyio.lowlevel.checkpoint()
                 continue
             for stream_key, entries in reply:
                 for entry_id, fields in entries:

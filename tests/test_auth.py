@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -24,7 +24,7 @@ from streamer.auth import (
 # limitless-api.md §1.4: secret = base64 of bytes 0x00..0x1f.
 SECRET = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
 TS = "2026-01-15T09:30:00.123Z"
-TS_EPOCH_S = datetime(2026, 1, 15, 9, 30, 0, 123000, tzinfo=timezone.utc).timestamp()
+TS_EPOCH_S = datetime(2026, 1, 15, 9, 30, 0, 123000, tzinfo=UTC).timestamp()
 
 
 @pytest.mark.parametrize(

@@ -122,7 +122,9 @@ def test_cli_flags_override_the_config_file(tmp_path: Path) -> None:
 
 
 def test_schema_file_shipped_matches_the_record_structs() -> None:
-    assert shipped() == render(), "run: python -m streamer.schema > streamer/schema/events.schema.json"
+    assert shipped() == render(), (
+        "run: python -m streamer.schema > streamer/schema/events.schema.json"
+    )
 
 
 # -- real processes -----------------------------------------------------------------------

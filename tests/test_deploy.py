@@ -474,7 +474,7 @@ class PromApi:
 
     async def wait(self, predicate: Any, what: str, timeout_s: float = 30.0) -> None:
         with anyio.move_on_after(timeout_s):
-            while not await predicate():  # noqa: ASYNC110 - polling another process's API
+            while not await predicate():
                 await anyio.sleep(0.5)
             return
         pytest.fail(f"timed out waiting for {what}")
@@ -610,7 +610,7 @@ async def test_deploy_real_prometheus_scrapes_daemon_dashboards_and_alerts(
 
 async def wait_until(predicate: Any, timeout_s: float = 20.0) -> None:
     with anyio.fail_after(timeout_s):
-        while not predicate():  # noqa: ASYNC110 - as tests/integration: the daemon has no hook
+        while not predicate():
             await anyio.sleep(0.05)
 
 

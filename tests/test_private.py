@@ -9,7 +9,8 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sinks.records import OrderEvent, Position, PrivateRaw, Tx, decode_record, encode
 from streamer.auth import ApiKey, HmacCredentials

@@ -23,7 +23,7 @@ it is unknown and is counted by the caller.
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final
 
@@ -31,7 +31,7 @@ import msgspec
 
 from orderbook.types import PriceLevel
 
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS: Final = timedelta(milliseconds=1)
 _MS_PER_S: Final = 1000
 
@@ -82,7 +82,7 @@ def timestamp_ms(value: Timestamp) -> int:
     """
     if isinstance(value, datetime):
         if value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
+            value = value.replace(tzinfo=UTC)
         return (value - _EPOCH) // _ONE_MS
     if not math.isfinite(value):
         raise ValueError("timestamp must be a finite number")

@@ -506,9 +506,10 @@ class RestServer:
         if received is None:
             status, body = 413, error_body(413, "Payload Too Large")
         else:
-            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in request.headers}
+            request_headers = {k.decode("latin-1"): v.decode("latin-1")
+                               for k, v in request.headers}
             status, body = self._handler.handle(
-                request.method.decode(), request.target.decode(), headers, received
+                request.method.decode(), request.target.decode(), request_headers, received
             )
         headers = [
             ("content-type", "application/json; charset=utf-8"),

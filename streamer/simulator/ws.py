@@ -325,7 +325,8 @@ class SocketIOHub:
             # A stall held our ping back: give the client a full timeout again.
 
     async def _wait_unstalled(self) -> None:
-        while (remaining := self._stall_until - anyio.current_time()) > 0:
+        # A plain sleep to a deadline that stall() may push further out, re-checked after.
+        while (remaining := self._stall_until - anyio.current_time()) > 0:  # noqa: ASYNC110
             await anyio.sleep(remaining)
 
     # -- incoming frames --------------------------------------------------------------

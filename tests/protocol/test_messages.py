@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 import msgspec
@@ -20,8 +20,8 @@ from streamer.protocol.messages import (
     OrderbookPayload,
     OrderbookUpdate,
     Tokens,
-    timestamp_ms,
     normalize_token,
+    timestamp_ms,
 )
 
 # Literal copies of the limitless-api.md samples (tests never read /work/shared).
@@ -203,8 +203,8 @@ def test_orderbook_update_bad_timestamp_rejected() -> None:
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
-        (datetime(2026, 3, 17, tzinfo=timezone.utc), 1773705600000),
-        (datetime(2026, 3, 17, 0, 0, 0, 123999, tzinfo=timezone.utc), 1773705600123),
+        (datetime(2026, 3, 17, tzinfo=UTC), 1773705600000),
+        (datetime(2026, 3, 17, 0, 0, 0, 123999, tzinfo=UTC), 1773705600123),
         (datetime(2026, 3, 17), 1773705600000),  # naive → UTC
         (datetime(2026, 3, 17, 2, tzinfo=timezone(timedelta(hours=2))), 1773705600000),
         (1773705600000, 1773705600000),

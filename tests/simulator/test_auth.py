@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -17,7 +17,8 @@ import anyio
 import httpx
 import msgspec
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
@@ -40,7 +41,7 @@ OTHER_SECRET = "c3VwZXItc2VjcmV0LWtleQ=="
 TOKEN_ID = "tok-simulator-0001"
 API_KEY = "lmts_simulator_api_key_0001"
 TS = "2026-01-15T09:30:00.123Z"
-TS_EPOCH_S = datetime(2026, 1, 15, 9, 30, 0, 123000, tzinfo=timezone.utc).timestamp()
+TS_EPOCH_S = datetime(2026, 1, 15, 9, 30, 0, 123000, tzinfo=UTC).timestamp()
 EIO_PATH = "/socket.io/?EIO=4&transport=websocket"
 EIO_PATH_PY = "/socket.io/?transport=websocket&EIO=4"
 PREFIX = "42/markets,"
@@ -90,7 +91,7 @@ def test_verify_accepts_ts_sdk_regression_vector() -> None:
     auth = SimulatorAuth(token_id="t", secret=OTHER_SECRET)
     headers = {"lmts-api-key": "t", "lmts-timestamp": "2026-03-23T12:34:56.789Z",
                "lmts-signature": "mgMUpOd7FH4sOSti2MF30YKF9yDq+67VjFksPa5I5eE="}
-    now = datetime(2026, 3, 23, 12, 34, 56, tzinfo=timezone.utc).timestamp()
+    now = datetime(2026, 3, 23, 12, 34, 56, tzinfo=UTC).timestamp()
     assert verify_request(auth, headers, "PATCH", "/orders?market=btc", b'{"foo":"bar"}', now).ok
 
 
@@ -353,8 +354,8 @@ async def recv_frame(ws: ClientConnection) -> str:
         await ws.send("3")
 
 
-async def next_event(ws: ClientConnection, name: str, timeout: float = 2.0) -> Any:
-    with anyio.fail_after(timeout):
+async def next_event(ws: ClientConnection, name: str, limit_s: float = 2.0) -> Any:
+    with anyio.fail_after(limit_s):
         while True:
             frame = await recv_frame(ws)
             if frame.startswith(PREFIX):

@@ -115,16 +115,16 @@ def split_event(frame: str) -> tuple[str, msgspec.Raw] | None:
     return name, raw
 
 
-async def next_event(ws: ClientConnection, name: str, timeout: float = 2.0) -> msgspec.Raw:
-    with anyio.fail_after(timeout):
+async def next_event(ws: ClientConnection, name: str, limit_s: float = 2.0) -> msgspec.Raw:
+    with anyio.fail_after(limit_s):
         while True:
             parsed = split_event(await recv_frame(ws))
             if parsed is not None and parsed[0] == name:
                 return parsed[1]
 
 
-async def next_update(ws: ClientConnection, timeout: float = 2.0) -> WireUpdate:
-    return msgspec.json.decode(await next_event(ws, "orderbookUpdate", timeout), type=WireUpdate)
+async def next_update(ws: ClientConnection, limit_s: float = 2.0) -> WireUpdate:
+    return msgspec.json.decode(await next_event(ws, "orderbookUpdate", limit_s), type=WireUpdate)
 
 
 async def subscribe(

@@ -24,8 +24,8 @@ from sinks.spool import (
     Spool,
     SpoolCorrupt,
     SpooledSink,
-    framed_size,
     book_message_id,
+    framed_size,
     message_id,
     to_message,
 )

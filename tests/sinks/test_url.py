@@ -10,7 +10,7 @@ from sinks.base import SinkConfigError
 from sinks.fanout import OverflowPolicy, SinkSpec
 from sinks.file import FileSink
 from sinks.memory import MemorySink
-from sinks.url import SCHEMES, SinkUrl, parse_interval, parse_size, parse_sink_url, register_scheme
+from sinks.url import SCHEMES, SinkUrl, parse_interval, parse_sink_url, parse_size, register_scheme
 
 
 def describe(spec: SinkSpec) -> dict[str, Any]:

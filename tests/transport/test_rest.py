@@ -6,7 +6,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -25,7 +25,7 @@ BASE = "https://api.test"
 SECRET = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
 TOKEN_ID = "tok-0123456789"
 API_KEY = "lmts_very_secret_api_key"
-TS_EPOCH_S = datetime(2026, 1, 15, 9, 30, 0, 123000, tzinfo=timezone.utc).timestamp()
+TS_EPOCH_S = datetime(2026, 1, 15, 9, 30, 0, 123000, tzinfo=UTC).timestamp()
 NO_JITTER = RetryPolicy(backoff=Backoff(initial_s=1, cap_s=30, jitter=0))
 HMAC = HmacCredentials(token_id=TOKEN_ID, secret=SECRET)
 
