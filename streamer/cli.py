@@ -214,7 +214,8 @@ def _cmd_demo(ns: argparse.Namespace) -> int:
         async with anyio.create_task_group() as tg:
             address = await tg.start(sim.run)
             logger.info("demo: simulator at %s and %s", address.api_url, address.ws_url)
-            settings = load_settings(None, {**overrides, "all_markets": True,
+            settings = load_settings(None, {"metrics_addr": "127.0.0.1:0", **overrides,
+                                            "all_markets": True,
                                             "api_url": address.api_url,
                                             "ws_url": address.ws_url,
                                             "discovery_interval_s": 10.0})
