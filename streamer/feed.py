@@ -24,7 +24,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 import anyio
 import msgspec
@@ -46,8 +46,6 @@ from streamer.logutil import RateLimitedLog
 from streamer.private import PrivateChannels
 from streamer.protocol.messages import (
     EVENT_DECODERS,
-    MarketCreatedPayload,
-    MarketResolvedPayload,
     OrderbookPayload,
     OrderbookUpdate,
     normalize_token,
@@ -72,8 +70,11 @@ from streamer.universe import Universe
 logger = logging.getLogger(__name__)
 
 _ORDERBOOK_DECODER: Final = EVENT_DECODERS["orderbookUpdate"]
-_CREATED_DECODER: Final = EVENT_DECODERS["marketCreated"]
-_RESOLVED_DECODER: Final = EVENT_DECODERS["marketResolved"]
+_LIFECYCLE: Final[dict[str, tuple[Any, type[MarketCreated | MarketResolved], str]]] = {
+    "marketCreated": (EVENT_DECODERS["marketCreated"], MarketCreated, "created"),
+    "marketResolved": (EVENT_DECODERS["marketResolved"], MarketResolved, "resolved"),
+}
+"""Lifecycle event name -> (payload decoder, pass-through record, discovery hint)."""
 _SUBSCRIBE_ENCODER: Final = msgspec.json.Encoder()
 _DECODE_ERRORS: Final = (msgspec.DecodeError, msgspec.ValidationError, ValueError,
                          RecursionError)
@@ -310,10 +311,8 @@ class Feed:
         self.stats.events[name] += 1
         if name == "newPriceData":
             self._on_price_data(payload)
-        elif name == "marketCreated":
-            self._on_created(payload)
-        elif name == "marketResolved":
-            self._on_resolved(payload)
+        elif name in _LIFECYCLE:
+            self._on_lifecycle(name, payload)
         elif self.private is not None and (
             records := self.private.handle(name, payload, now_ms())
         ) is not None:
@@ -365,27 +364,17 @@ class Feed:
         self.publish(PriceData(v=SCHEMA_VERSION, recv_ts=now_ms(),
                                market=self.universe.amm.get(address or "", address), data=payload))
 
-    def _on_created(self, payload: msgspec.Raw) -> None:
+    def _on_lifecycle(self, name: str, payload: msgspec.Raw) -> None:
+        """``marketCreated`` / ``marketResolved``: pass through, then tell discovery."""
+        decoder, record_type_, kind = _LIFECYCLE[name]
         try:
-            created: MarketCreatedPayload = _CREATED_DECODER.decode(payload)
+            slug: str = decoder.decode(payload).slug
         except _DECODE_ERRORS as exc:
-            self._decode_error("marketCreated", exc)
+            self._decode_error(name, exc)
             return
-        self.publish(MarketCreated(v=SCHEMA_VERSION, recv_ts=now_ms(), market=created.slug,
-                                   data=payload))
+        self.publish(record_type_(v=SCHEMA_VERSION, recv_ts=now_ms(), market=slug, data=payload))
         if self.on_market_event is not None:
-            self.on_market_event("created", created.slug)
-
-    def _on_resolved(self, payload: msgspec.Raw) -> None:
-        try:
-            resolved: MarketResolvedPayload = _RESOLVED_DECODER.decode(payload)
-        except _DECODE_ERRORS as exc:
-            self._decode_error("marketResolved", exc)
-            return
-        self.publish(MarketResolved(v=SCHEMA_VERSION, recv_ts=now_ms(), market=resolved.slug,
-                                    data=payload))
-        if self.on_market_event is not None:
-            self.on_market_event("resolved", resolved.slug)
+            self.on_market_event(kind, slug)
 
     def _decode_error(self, name: str, exc: Exception) -> None:
         self.stats.decode_errors[name] += 1

@@ -15,6 +15,7 @@ from functools import partial
 from typing import Any
 
 import anyio
+import msgspec
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -22,7 +23,7 @@ from orderbook.replay import Replayer
 from orderbook.types import Book, BookDelta
 from sinks.fanout import SinkSpec
 from sinks.memory import MemorySink
-from sinks.records import MarketInfo, Status
+from sinks.records import MarketCreated, MarketInfo, MarketResolved, Status
 from streamer import app
 from streamer.config import load_settings
 from streamer.feed import Feed
@@ -194,3 +195,9 @@ async def test_daemon_follows_market_lifecycle_in_all_markets_mode() -> None:
         await h.wait_until_books_match()
         # The live subscription is the current set, not the bootstrap set.
         assert set(h.sim.subscriptions()[-1]) == set(h.feed.universe.slugs())
+        # The venue's lifecycle events are passed through, payload byte for byte.
+        created = [r for r in h.sink.records if isinstance(r, MarketCreated)]
+        resolved = [r for r in h.sink.records if isinstance(r, MarketResolved)]
+        assert created and resolved
+        assert all(msgspec.json.decode(r.data)["slug"] == r.market for r in created + resolved)
+        assert {r.market for r in resolved} <= removed()
