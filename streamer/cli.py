@@ -83,6 +83,8 @@ def _add_sim_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rest-503-rate", type=float, default=0.0)
     p.add_argument("--ping-interval-ms", type=int, default=25000)
     p.add_argument("--ping-timeout-ms", type=int, default=20000)
+    p.add_argument("--private-rate", type=float, default=5.0,
+                   help="private events per second on authenticated sockets")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,9 +102,15 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--ws-port", type=int, default=0, help="WebSocket port (0: any free port)")
     sim.add_argument("--log-level", dest="log_level", default="info",
                      choices=["debug", "info", "warning", "error"])
+    sim.add_argument("--auth", action="store_true",
+                     help="verify HMAC signatures against LIMITLESS_HMAC_TOKEN_ID/_SECRET "
+                          "and serve the private channels and a partner allowance flow")
     demo = sub.add_parser("demo", help="simulator + daemon in one process, NDJSON to stdout")
     _add_sim_flags(demo)
     _add_run_flags(demo, demo=True)
+    demo.add_argument("--private", action="store_true",
+                      help="also stream private channels and allowance readiness, with a "
+                           "throw-away HMAC token shared by the simulator and the daemon")
     allow = sub.add_parser("allowances", help="partner sub-account allowance readiness")
     allow.add_argument("profiles", nargs="+", type=int, metavar="PROFILE_ID")
     allow.add_argument("--api-url", default=None, help="REST base URL")
@@ -128,11 +136,12 @@ def _overrides(ns: argparse.Namespace) -> dict[str, Any]:
     return {k: getattr(ns, k) for k in _RUN_KEYS if getattr(ns, k, None) is not None}
 
 
-def _sim_config(ns: argparse.Namespace) -> Any:
+def _sim_config(ns: argparse.Namespace, auth: Any = None) -> Any:
     from streamer.simulator import SimulatorConfig
 
     try:
         return SimulatorConfig(
+            auth=auth, private_rate_hz=ns.private_rate,
             seed=ns.seed, markets=ns.sim_markets, rate_hz=ns.rate, kick_every_s=ns.kick_every,
             stall_every_s=ns.stall_every, stall_for_s=ns.stall_for,
             malformed_rate=ns.malformed_rate, rest_429_rate=ns.rest_429_rate,
@@ -151,7 +160,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         if ns.command == "run":
             return _cmd_run(ns, env)
         if ns.command == "simulate":
-            return _cmd_simulate(ns)
+            return _cmd_simulate(ns, env)
         if ns.command == "tail":
             return _cmd_tail(ns)
         if ns.command == "allowances":
@@ -175,11 +184,21 @@ def _cmd_run(ns: argparse.Namespace, env: Mapping[str, str]) -> int:
     return _run_guarded(lambda: app.run(settings, credentials))
 
 
-def _cmd_simulate(ns: argparse.Namespace) -> int:
+def _cmd_simulate(ns: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from streamer.auth import HmacCredentials
+    from streamer.config import load_credentials
     from streamer.logutil import setup_logging
     from streamer.simulator import Simulator
+    from streamer.simulator.auth import SimulatorAuth
 
-    config = _sim_config(ns)
+    auth = None
+    if ns.auth:
+        credentials = load_credentials(env)
+        if not isinstance(credentials, HmacCredentials):
+            raise ConfigError("simulate --auth: set LIMITLESS_HMAC_TOKEN_ID and "
+                              "LIMITLESS_HMAC_SECRET (the credentials the simulator accepts)")
+        auth = SimulatorAuth(token_id=credentials.token_id, secret=credentials.secret)
+    config = _sim_config(ns, auth)
     setup_logging(ns.log_level)
 
     async def serve() -> None:
@@ -203,8 +222,13 @@ def _cmd_demo(ns: argparse.Namespace) -> int:
     from streamer.logutil import setup_logging
     from streamer.simulator import Simulator
 
-    config = _sim_config(ns)
+    credentials, auth = _demo_credentials() if ns.private else (None, None)
+    config = _sim_config(ns, auth)
     overrides = _overrides(ns)
+    if ns.private:
+        overrides["private.channels"] = ["order_events", "positions", "transactions"]
+        overrides["allowances"] = {"profiles": [4543], "poll_interval_s": 2.0,
+                                   "after_submit_s": 1.0, "conflict_wait_s": 1.0}
     # Validate before starting anything (placeholder URLs; the real ones come below).
     checked = load_settings(None, {**overrides, "all_markets": True})
     setup_logging(checked.log_level, checked.log_format)
@@ -219,10 +243,24 @@ def _cmd_demo(ns: argparse.Namespace) -> int:
                                             "api_url": address.api_url,
                                             "ws_url": address.ws_url,
                                             "discovery_interval_s": 10.0})
-            await app.run(settings, None)
+            await app.run(settings, credentials)
             tg.cancel_scope.cancel()
 
     return _run_guarded(demo)
+
+
+def _demo_credentials() -> tuple[Any, Any]:
+    """A throw-away HMAC token for ``demo --private``: the simulator checks what the daemon
+    signs with it; it exists only in this process."""
+    import base64
+    import secrets
+
+    from streamer.auth import HmacCredentials
+    from streamer.simulator.auth import SimulatorAuth
+
+    token_id = "demo-" + secrets.token_hex(4)
+    secret = base64.b64encode(secrets.token_bytes(32)).decode()
+    return HmacCredentials(token_id, secret), SimulatorAuth(token_id=token_id, secret=secret)
 
 
 def _cmd_allowances(ns: argparse.Namespace, env: Mapping[str, str]) -> int:

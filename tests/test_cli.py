@@ -197,3 +197,29 @@ def test_demo_stdout_closed_by_reader_exits_0(tmp_path: Path) -> None:
     for line in lines:
         decode_record(line)
     assert b"Traceback" not in pipeline.stderr
+
+
+def test_simulate_auth_without_hmac_credentials_exits_2(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["simulate", "--auth"], env={"LIMITLESS_API_KEY": "lmts_k"}) == 2
+    _one_line_error(capsys, "LIMITLESS_HMAC_TOKEN_ID")
+
+
+@pytest.mark.integration
+def test_demo_private_streams_order_events_and_allowance_readiness(tmp_path: Path) -> None:
+    out = tmp_path / "events.ndjson"
+    proc = _spawn("demo", "--private", "--private-rate", "50", "--sink", f"file:{out}")
+    deadline = time.monotonic() + 30
+    types: set[str] = set()
+    ready = False
+    while time.monotonic() < deadline and not (ready and "order_event" in types):
+        time.sleep(0.2)
+        if out.exists():
+            records = [decode_record(line) for line in out.read_bytes().splitlines()]
+            types = {record_type(r) for r in records}
+            ready = any(record_type(r) == "allowance" and r.ready  # type: ignore[union-attr]
+                        for r in records)
+    code, _, err = _stop(proc, signal.SIGTERM)
+    assert code == 0, err
+    assert ready and {"order_event", "position", "tx", "book_delta"} <= types
