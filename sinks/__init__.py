@@ -17,6 +17,7 @@ from sinks.base import (
     SinkRejected,
     SinkUnavailable,
 )
+from sinks.delivery import DeliveryStats, SpooledSink
 from sinks.fanout import (
     Fanout,
     OnError,
@@ -28,7 +29,7 @@ from sinks.fanout import (
 )
 from sinks.file import FileSink
 from sinks.memory import MemorySink
-from sinks.spool import DeliveryStats, Spool, SpooledSink
+from sinks.spool import Spool
 from sinks.stdout import StdoutSink
 from sinks.url import SCHEMES, parse_sink_url, register_scheme
 

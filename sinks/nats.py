@@ -30,8 +30,8 @@ change a stream someone else may depend on).
 
 Publishing is pipelined: a batch is published without waiting, then all its acks are awaited
 together (bounded by ``ack_timeout``; a dropped connection fails them at once). nats-py's own
-reconnect is off: outages are handled by :class:`~sinks.spool.SpooledSink` (spool, backoff,
-ordered replay). Each message carries ``Nats-Msg-Id`` = :func:`~sinks.spool.message_id`, a
+reconnect is off: outages are handled by :class:`~sinks.delivery.SpooledSink` (spool, backoff,
+ordered replay). Each message carries ``Nats-Msg-Id`` = :func:`~sinks.delivery.message_id`, a
 hash of the record's bytes without ``recv_ts``: a batch sent twice after an ambiguous failure,
 or the same record from a second daemon, is stored once as long as the copies arrive within
 ``dup_window``. Active-active dedupe therefore needs both daemons to emit identical records
@@ -61,8 +61,9 @@ from nats.js import JetStreamContext
 from nats.js.api import PubAck, RetentionPolicy, StorageType, StreamConfig
 
 from sinks.base import SinkClosed
+from sinks.delivery import LinkDown, Message, SpooledSink, to_message
 from sinks.records import Record
-from sinks.spool import LinkDown, Message, Spool, SpooledSink, to_message
+from sinks.spool import Spool
 
 __all__ = ["NatsConfig", "NatsJetStreamSink", "default_stream_name", "subject_token"]
 
@@ -167,7 +168,7 @@ class NatsJetStreamSink(SpooledSink):
     Args:
         config: server, subjects, stream and timeouts.
         spool: the outage spool, or ``None`` (outages then raise SinkUnavailable at once).
-        backoff: reconnect delays (default :func:`~sinks.spool.reconnect_backoff`).
+        backoff: reconnect delays (default :func:`~sinks.delivery.reconnect_backoff`).
         name: the sink's label; default ``nats:<host:port>/<prefix>`` (no password).
     """
 
@@ -188,7 +189,7 @@ class NatsJetStreamSink(SpooledSink):
 
 
 class _NatsLink:
-    """One nats-py connection at a time (the :class:`~sinks.spool.BrokerLink`)."""
+    """One nats-py connection at a time (the :class:`~sinks.delivery.BrokerLink`)."""
 
     def __init__(self, name: str, config: NatsConfig) -> None:
         self.name = name

@@ -15,12 +15,12 @@ stream     ``limitless`` stream key; with ``per_market=true`` one stream per mar
 per_market ``false``     one stream per market instead of one for everything
 maxlen     ``100000``    ``XADD … MAXLEN ~ maxlen`` per stream; ``none``: never trim
 timeout    ``5s``        socket timeout of every call (a batch is one pipeline round trip)
-spool      none          outage spool directory (:class:`~sinks.spool.SpooledSink`)
+spool      none          outage spool directory (:class:`~sinks.delivery.SpooledSink`)
 spool_max  ``1GB``       spool size bound
 ========== ============= =========================================================================
 
 Every entry has the fields ``type``, ``market`` (empty if none), ``seq`` (empty if none),
-``id`` (:func:`~sinks.spool.message_id`, the content hash the NATS sink also sends) and
+``id`` (:func:`~sinks.delivery.message_id`, the content hash the NATS sink also sends) and
 ``data`` (the record's NDJSON bytes, which :func:`sinks.records.decode_record` reads back).
 Entry ids are Redis's own (``*``), so ``XRANGE`` by time works as usual.
 
@@ -51,8 +51,9 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from sinks.delivery import LinkDown, Message, SpooledSink, to_message
 from sinks.records import Record
-from sinks.spool import LinkDown, Message, Spool, SpooledSink, to_message
+from sinks.spool import Spool
 
 __all__ = ["RedisConfig", "RedisStreamSink"]
 
@@ -113,7 +114,7 @@ class RedisStreamSink(SpooledSink):
     Args:
         config: server, keys and limits.
         spool: the outage spool, or ``None`` (outages then raise SinkUnavailable at once).
-        backoff: reconnect delays (default :func:`~sinks.spool.reconnect_backoff`).
+        backoff: reconnect delays (default :func:`~sinks.delivery.reconnect_backoff`).
         name: the sink's label; default ``redis:<host:port>/<db>/<stream>``.
     """
 
@@ -132,7 +133,7 @@ class RedisStreamSink(SpooledSink):
 
 
 class _RedisLink:
-    """One redis-py client at a time (the :class:`~sinks.spool.BrokerLink`)."""
+    """One redis-py client at a time (the :class:`~sinks.delivery.BrokerLink`)."""
 
     def __init__(self, name: str, config: RedisConfig) -> None:
         self.name = name

@@ -681,7 +681,7 @@ class StatsCollector(Collector):
         yield state
 
     def _delivery(self, sinks: Sequence[object]) -> Iterator[Metric]:
-        """Spool and broker numbers of sinks that have them (``sinks.spool.SpooledSink``)."""
+        """Spool and broker numbers of sinks that have them (``sinks.delivery.SpooledSink``)."""
         named = sorted(((str(getattr(s, "name", "?")), s) for s in sinks), key=lambda p: p[0])
         spools = [(n, getattr(s, "spool", None)) for n, s in named]
         stats = [(n, getattr(s, "stats", None)) for n, s in named]

@@ -18,10 +18,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from orderbook.sync import BookSynchronizer
 from orderbook.types import SCHEMA_VERSION, BookSnapshot, PriceLevel
+from sinks.delivery import DeliveryStats
 from sinks.fanout import Fanout, SinkSpec, SinkState
 from sinks.memory import MemorySink
 from sinks.records import MarketInfo, Status
-from sinks.spool import DeliveryStats, Spool
+from sinks.spool import Spool
 from streamer.budget import RateBudget
 from streamer.feed import FeedStats
 from streamer.metrics import (

@@ -11,8 +11,8 @@ from prometheus_client import CollectorRegistry
 
 from orderbook.book import OrderBook
 from orderbook.types import Book, BookDelta
+from sinks.delivery import book_message_id
 from sinks.records import decode_record
-from sinks.spool import book_message_id
 from sinks.url import parse_sink_url
 from streamer import app
 from streamer.config import load_settings

@@ -11,10 +11,11 @@ import pytest
 from nats.js.api import StreamConfig
 
 from sinks.base import SinkClosed, SinkUnavailable
+from sinks.delivery import record_kind, to_message
 from sinks.fanout import Fanout, OverflowPolicy, SinkSpec
 from sinks.nats import NatsConfig, NatsJetStreamSink
 from sinks.records import Record, decode_record
-from sinks.spool import Spool, record_kind, to_message
+from sinks.spool import Spool
 from sinks.url import parse_sink_url
 from tests.brokers.conftest import (
     BrokerProcess,

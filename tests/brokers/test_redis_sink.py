@@ -10,10 +10,11 @@ import pytest
 from redis.asyncio import Redis
 
 from sinks.base import SinkUnavailable
+from sinks.delivery import record_kind, to_message
 from sinks.fanout import Fanout, OverflowPolicy, SinkSpec
 from sinks.records import Book, BookDelta, Record, decode_record
 from sinks.redis import RedisConfig, RedisStreamSink
-from sinks.spool import Spool, record_kind, to_message
+from sinks.spool import Spool
 from sinks.url import parse_sink_url
 from tests.brokers.conftest import (
     BrokerProcess,

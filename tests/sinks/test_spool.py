@@ -13,22 +13,19 @@ import pytest
 
 from sinks import fanout as fanout_module
 from sinks.base import SinkConfigError, SinkRejected, SinkUnavailable
+from sinks.delivery import (
+    LinkDown,
+    Message,
+    SpooledSink,
+    book_message_id,
+    message_id,
+    to_message,
+)
 from sinks.fanout import Fanout, OverflowPolicy, SinkSpec
 from sinks.nats import NatsConfig
 from sinks.records import SCHEMA_VERSION, BookDelta, Record, Status, decode_record, encode
 from sinks.redis import RedisConfig
-from sinks.spool import (
-    FRAME_HEADER_BYTES,
-    LinkDown,
-    Message,
-    Spool,
-    SpoolCorrupt,
-    SpooledSink,
-    book_message_id,
-    framed_size,
-    message_id,
-    to_message,
-)
+from sinks.spool import FRAME_HEADER_BYTES, Spool, SpoolCorrupt, framed_size
 from sinks.url import parse_sink_url
 
 pytestmark = pytest.mark.anyio
