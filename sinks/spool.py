@@ -37,8 +37,8 @@ batch on the next open (queue sinks make replays harmless with dedupe ids).
 All file I/O runs in a worker thread (one ``to_thread`` call per method call). Methods must
 not be called concurrently (a sink calls them from its single runner task).
 
-The spool holds :class:`sinks.delivery.Message` values (msgpack): the record's NDJSON bytes plus its route
-and dedupe id, so a replay sends exactly what the first attempt sent.
+The spool holds :class:`sinks.delivery.Message` values (msgpack): the record's NDJSON bytes
+plus its route and dedupe id, so a replay sends exactly what the first attempt sent.
 """
 
 from __future__ import annotations
