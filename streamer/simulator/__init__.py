@@ -14,11 +14,9 @@ client so tests compare two implementations of the wire contract.
 
 from __future__ import annotations
 
+from streamer.simulator.account import Account, AllowanceReply, Allowances, PrivateEvent
 from streamer.simulator.auth import AuthResult, SimulatorAuth, verify_request
 from streamer.simulator.exchange import (
-    Account,
-    AllowanceReply,
-    Allowances,
     BookUpdate,
     BookView,
     Exchange,
@@ -28,7 +26,6 @@ from streamer.simulator.exchange import (
     MarketCreated,
     MarketResolved,
     PriceUpdate,
-    PrivateEvent,
     SimulatorConfig,
     StepEvent,
 )

@@ -31,9 +31,9 @@ import anyio.abc
 import h11
 import msgspec
 
+from streamer.simulator.account import Account
 from streamer.simulator.auth import verify_request
 from streamer.simulator.exchange import (
-    Account,
     BookView,
     Exchange,
     Level,

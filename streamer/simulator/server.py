@@ -11,7 +11,8 @@ import anyio
 import anyio.abc
 import msgspec
 
-from streamer.simulator.exchange import Account, Exchange, Market, SimulatorConfig
+from streamer.simulator.account import Account
+from streamer.simulator.exchange import Exchange, Market, SimulatorConfig
 from streamer.simulator.rest import RestHandler, RestServer, RestStats
 from streamer.simulator.ws import SocketIOHub, WsStats
 

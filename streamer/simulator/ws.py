@@ -49,6 +49,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from streamer.simulator.account import PrivateEvent
 from streamer.simulator.auth import verify_request
 from streamer.simulator.exchange import (
     BookUpdate,
@@ -56,7 +57,6 @@ from streamer.simulator.exchange import (
     MarketCreated,
     MarketResolved,
     PriceUpdate,
-    PrivateEvent,
     SimulatorConfig,
 )
 from streamer.simulator.rest import JSON_ENCODER, Quirks, iso_ms, orderbook_payload
