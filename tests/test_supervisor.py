@@ -1,0 +1,159 @@
+"""The reconnect loop: classify() table, backoff and reset, fresh signatures, fatal errors."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+
+import anyio
+import pytest
+
+from streamer.auth import HmacCredentials, sign
+from streamer.config import FeedSettings
+from streamer.errors import (
+    ConfigError,
+    ConnectError,
+    ConnectionLost,
+    ConnectRefused,
+    HeartbeatTimeout,
+    InvalidState,
+    ProtocolError,
+    RestError,
+    ServerDisconnect,
+)
+from streamer.retry import Backoff
+from streamer.supervisor import Action, classify, run_feed
+from streamer.transport.memory import MemoryTransport
+from streamer.transport.websocket import ENGINEIO_PATH, Transport, open_websocket
+
+SECRET = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+
+
+@pytest.mark.parametrize(
+    ("exc", "action"),
+    [
+        (ConnectError("refused"), Action.RETRY),
+        (ConnectionLost("reset"), Action.RETRY),
+        (HeartbeatTimeout("silent"), Action.RETRY),
+        (ServerDisconnect("kicked"), Action.RETRY),
+        (ConnectRefused("44"), Action.RETRY),
+        (RestError("/x", 503, "down"), Action.RETRY),
+        (ProtocolError("bad frame"), Action.RETRY),
+        (InvalidState("our bug"), Action.FATAL),
+        (ConfigError("bad"), Action.FATAL),
+        (ValueError("bug"), Action.FATAL),
+        (ExceptionGroup("g", [HeartbeatTimeout("x")]), Action.RETRY),
+        (ExceptionGroup("g", [ExceptionGroup("h", [ServerDisconnect("x")])]), Action.RETRY),
+        (ExceptionGroup("g", [ConnectionLost("x"), ConnectError("y")]), Action.RETRY),
+        (ExceptionGroup("g", [ConnectionLost("x"), KeyError("bug")]), Action.FATAL),
+        (ExceptionGroup("g", [InvalidState("x")]), Action.FATAL),
+    ],
+)
+def test_classify_table(exc: BaseException, action: Action) -> None:
+    assert classify(exc) is action
+
+
+class ScriptedRunner:
+    """A SessionRunner whose sessions end with scripted exceptions (None: a stable session)."""
+
+    def __init__(self, script: list[BaseException], clock: list[float], stable_s: float) -> None:
+        self.script = script
+        self.clock = clock
+        self.stable_s = stable_s
+        self.disconnects: list[tuple[str, int, float]] = []
+
+    async def run_session(self, transport: Transport) -> None:
+        exc = self.script.pop(0)
+        if isinstance(exc, ServerDisconnect) and "stable" in str(exc):
+            self.clock[0] += self.stable_s  # this session lasted long enough to be stable
+        raise exc
+
+    def on_disconnect(self, reason: str, detail: str, attempt: int, delay_s: float) -> None:
+        self.disconnects.append((reason, attempt, delay_s))
+
+
+def _settings() -> FeedSettings:
+    return FeedSettings(backoff=Backoff(initial_s=1.0, factor=2.0, cap_s=4.0, jitter=0.0),
+                        stable_after_s=30.0)
+
+
+@pytest.mark.anyio
+async def test_run_feed_backs_off_capped_and_resets_after_a_stable_session() -> None:
+    clock = [0.0]
+    slept: list[float] = []
+    headers_seen: list[dict[str, str]] = []
+    wall = [1_790_000_000.0]
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        clock[0] += seconds
+        wall[0] += seconds
+
+    @asynccontextmanager
+    async def connect(url: str, headers: Mapping[str, str]) -> AsyncIterator[Transport]:
+        headers_seen.append(dict(headers))
+        if len(headers_seen) == 2:
+            raise ConnectError("refused")
+        yield MemoryTransport([])
+
+    script: list[BaseException] = [
+        HeartbeatTimeout("x"), ServerDisconnect("x"), ConnectionLost("x"),
+        ConnectionLost("x"), ServerDisconnect("stable"), ConnectionLost("x"),
+    ]
+    runner = ScriptedRunner(script, clock, stable_s=30.0)
+    await run_feed(runner, "ws://x", _settings(), HmacCredentials("tok", SECRET),
+                   connect=connect, sleep=sleep, clock=lambda: clock[0],
+                   wall_clock=lambda: wall[0], rng=random.Random(1), max_sessions=7)
+    # 1, 2, 4, then capped at 4; the stable session resets the backoff to 1.
+    assert slept == [1.0, 2.0, 4.0, 4.0, 4.0, 1.0, 2.0]
+    assert [d[0] for d in runner.disconnects] == [
+        "HeartbeatTimeout", "ConnectError", "ServerDisconnect", "ConnectionLost",
+        "ConnectionLost", "ServerDisconnect", "ConnectionLost"]
+    # Every attempt was signed afresh, over exactly the upgrade path, with its own time.
+    stamps = [h["lmts-timestamp"] for h in headers_seen]
+    assert len(set(stamps)) == len(stamps) == 7
+    for h in headers_seen:
+        assert h["lmts-signature"] == sign(SECRET, h["lmts-timestamp"], "GET", ENGINEIO_PATH)
+
+
+@pytest.mark.anyio
+async def test_run_feed_lets_a_bug_through() -> None:
+    @asynccontextmanager
+    async def connect(url: str, headers: Mapping[str, str]) -> AsyncIterator[Transport]:
+        yield MemoryTransport([])
+
+    runner = ScriptedRunner([KeyError("bug")], [0.0], 30.0)
+    with pytest.raises(KeyError):
+        await run_feed(runner, "ws://x", _settings(), None, connect=connect,
+                       max_sessions=3)
+    assert runner.disconnects == []
+
+
+@pytest.mark.anyio
+async def test_open_websocket_maps_a_refused_connection_to_connect_error() -> None:
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    await listener.aclose()  # nothing listens there now
+    with pytest.raises(ConnectError, match="connect failed"):
+        async with open_websocket(f"ws://127.0.0.1:{port}", {}, open_timeout_s=2,
+                                  max_frame_bytes=1 << 20):
+            pass
+
+
+@pytest.mark.anyio
+async def test_open_websocket_reports_a_rejected_upgrade_with_its_status() -> None:
+    async def answer_401(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            await stream.receive()
+            await stream.send(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n")
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, answer_401)
+        with pytest.raises(ConnectError, match="HTTP 401"):
+            async with open_websocket(f"ws://127.0.0.1:{port}", {}, open_timeout_s=2,
+                                      max_frame_bytes=1 << 20):
+                pass
+        tg.cancel_scope.cancel()
