@@ -16,7 +16,8 @@ nothing above a sink catches ``OSError``.
 from __future__ import annotations
 
 import errno
-from collections.abc import Sequence
+import random
+from collections.abc import Iterator, Sequence
 from typing import Protocol, runtime_checkable
 
 from sinks.records import Record
@@ -111,3 +112,15 @@ def os_error_detail(op: str, target: str, exc: OSError) -> str:
     """One-line description of an ``OSError``: ``"write /x.ndjson: ENOSPC (No space left…)"``."""
     code = errno.errorcode.get(exc.errno, str(exc.errno)) if exc.errno is not None else "OSError"
     return f"{op} {target}: {code} ({exc.strerror or exc})"
+
+
+def jittered_backoff(initial_s: float, cap_s: float, *, factor: float = 2.0,
+                     jitter: float = 0.2) -> Iterator[float]:
+    """Endless retry delays: ``initial_s`` growing by ``factor`` up to ``cap_s``, each ±jitter.
+
+    (``sinks`` may not import ``streamer.retry``; this is its twin for the sinks' own loops.)
+    """
+    delay = initial_s
+    while True:
+        yield delay * (1.0 + jitter * (2.0 * random.random() - 1.0))
+        delay = min(cap_s, delay * factor)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import random
 import re
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Final, Protocol, TypeVar, get_args
@@ -19,7 +18,7 @@ from typing import Final, Protocol, TypeVar, get_args
 import anyio
 import msgspec
 
-from sinks.base import SinkClosed, SinkRejected, SinkUnavailable, os_error_detail
+from sinks.base import SinkClosed, SinkRejected, SinkUnavailable, jittered_backoff, os_error_detail
 from sinks.records import Book, BookDelta, Record, encode
 from sinks.spool import Spool, SpoolCorrupt, framed_size
 
@@ -214,10 +213,7 @@ class DeliveryStats:
 
 def reconnect_backoff() -> Iterator[float]:
     """Reconnect delays: 0.1 s doubling to 5 s, each ±20 %."""
-    delay = RECONNECT_INITIAL_S
-    while True:
-        yield delay * (1.0 + RECONNECT_JITTER * (2.0 * random.random() - 1.0))
-        delay = min(RECONNECT_CAP_S, delay * 2.0)
+    return jittered_backoff(RECONNECT_INITIAL_S, RECONNECT_CAP_S, jitter=RECONNECT_JITTER)
 
 
 class SpooledSink:

@@ -73,7 +73,6 @@ jittered exponential (0.5 s doubling to 30 s, ±20 %).
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal, Protocol, runtime_checkable
@@ -89,6 +88,7 @@ from sinks.base import (
     SinkError,
     SinkRejected,
     SinkUnavailable,
+    jittered_backoff,
 )
 from sinks.queues import (
     CONFLATE_LOW_WATER_FRACTION,
@@ -160,11 +160,8 @@ class Flushable(Protocol):
 
 def default_backoff() -> Iterator[float]:
     """Jittered, capped exponential delays: 0.5 s, 1 s, 2 s … 30 s, each ±20 %."""
-    rand = random.random
-    delay = DEFAULT_BACKOFF_INITIAL_S
-    while True:
-        yield delay * (1.0 + DEFAULT_BACKOFF_JITTER * (2.0 * rand() - 1.0))
-        delay = min(DEFAULT_BACKOFF_CAP_S, delay * DEFAULT_BACKOFF_FACTOR)
+    return jittered_backoff(DEFAULT_BACKOFF_INITIAL_S, DEFAULT_BACKOFF_CAP_S,
+                            factor=DEFAULT_BACKOFF_FACTOR, jitter=DEFAULT_BACKOFF_JITTER)
 
 
 @dataclass(frozen=True, slots=True)
