@@ -104,6 +104,9 @@ class FeedStats:
 
     frames: int = 0
     events: Counter[str] = field(default_factory=Counter)
+    """Events received by name, except ``orderbookUpdate``: see :attr:`book_events`."""
+    book_events: int = 0
+    """``orderbookUpdate`` events received (a plain int: the hot path counts it per frame)."""
     unknown_events: Counter[str] = field(default_factory=Counter)
     decode_errors: Counter[str] = field(default_factory=Counter)
     frames_rejected: int = 0
@@ -166,16 +169,9 @@ class Feed:
         self._log_bad = RateLimitedLog(logger, interval_s=10.0)
         self.private = private
         self._snapshot_due = anyio.Event()
-        self._books_received = 0
         self._latency = self.stats.latency.observe_ms
 
     # -- public API -----------------------------------------------------------------
-
-    def events_received(self) -> Counter[str]:
-        """Events received by name (``stats.events`` plus the hot-path counter)."""
-        events = Counter(self.stats.events)
-        events["orderbookUpdate"] += self._books_received
-        return events
 
     def snapshot_record(self, market: str) -> Book | None:
         """A fresh ``book`` record of ``market`` with its next ``seq`` (conflating sinks)."""
@@ -252,7 +248,7 @@ class Feed:
                 for event in protocol.events_received():
                     if type(event) is EventReceived:
                         if event.name == "orderbookUpdate":  # the hot path, inlined
-                            self._books_received += 1
+                            stats.book_events += 1
                             self._on_orderbook(event.payload)
                         else:
                             self._on_event(event.name, event.payload)

@@ -483,7 +483,10 @@ class StatsCollector(Collector):
             g.add_metric([], max(0.0, time.monotonic() - last))
         yield g
         c = _counter("feed_events", "Socket.IO events received, by event name.", ["event"])
-        _by_label(c, _bounded(s.events, KNOWN_EVENTS))
+        events = _bounded(s.events, KNOWN_EVENTS)
+        if s.book_events:
+            events["orderbookUpdate"] = events.get("orderbookUpdate", 0) + s.book_events
+        _by_label(c, events)
         yield c
         yield self._plain("feed_unknown_events", "Events with an unknown name (ignored).",
                           s.unknown_events.total())

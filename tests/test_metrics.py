@@ -115,6 +115,7 @@ def test_metrics_feed_counters_move_with_stats() -> None:
     s.connected = True
     s.sessions = 2
     s.events["orderbookUpdate"] += 3
+    s.book_events += 4  # the read loop's own counter (a plain int on the hot path)
     s.decode_errors["orderbookUpdate"] += 1
     s.disconnects["ServerDisconnect"] += 2
     s.frames_rejected += 4
@@ -125,7 +126,7 @@ def test_metrics_feed_counters_move_with_stats() -> None:
     assert value(m, "feed_frames_total") == 5
     assert value(m, "feed_connected") == 1
     assert value(m, "feed_sessions_total") == 2
-    assert value(m, "feed_events_total", event="orderbookUpdate") == 3
+    assert value(m, "feed_events_total", event="orderbookUpdate") == 7
     assert value(m, "feed_decode_errors_total", event="orderbookUpdate") == 1
     assert value(m, "feed_reconnects_total", reason="ServerDisconnect") == 2
     assert value(m, "feed_frames_rejected_total") == 4

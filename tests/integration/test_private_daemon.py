@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import partial
 
 import anyio
@@ -65,5 +66,8 @@ async def test_daemon_streams_private_events_and_allowance_readiness(
     scrape = metrics.render("text/plain")[0].decode()
     assert 'limitless_streamer_allowance_ready{profile="4543"} 1.0' in scrape
     assert "limitless_streamer_private_events_total" in scrape
+    # Book updates reach the events counter the NoData alert watches.
+    books = re.search(r'feed_events_total\{event="orderbookUpdate"\} (\d+)', scrape)
+    assert books is not None and int(books[1]) > 0, scrape
     everything = scrape + caplog.text + "".join(repr(r) for r in sink.records)
     assert SECRET not in everything
