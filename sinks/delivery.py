@@ -13,20 +13,19 @@ import hashlib
 import logging
 import re
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import Final, Protocol, TypeVar, get_args
+from typing import Final, Protocol, TypeVar
 
 import anyio
 import msgspec
 
 from sinks.base import SinkClosed, SinkRejected, SinkUnavailable, jittered_backoff, os_error_detail
-from sinks.records import Book, BookDelta, Record, encode
+from sinks.records import Book, BookDelta, Record, encode, record_type
 from sinks.spool import Spool, SpoolCorrupt, framed_size
 
 __all__ = [
     "Message",
     "message_id",
     "book_message_id",
-    "record_kind",
     "to_message",
     "LinkDown",
     "BrokerLink",
@@ -69,20 +68,12 @@ class Message(msgspec.Struct, frozen=True, array_like=True, gc=False):
 
 _MESSAGE_ENCODER: Final = msgspec.msgpack.Encoder()
 _MESSAGE_DECODER: Final = msgspec.msgpack.Decoder(Message)
-_RECORD_TAGS: Final[dict[type, str]] = {
-    cls: str(cls.__struct_config__.tag) for cls in get_args(Record)
-}
 _RECV_TS_KEY: Final = b'"recv_ts":'
 _NUMBER_RE: Final = re.compile(rb"-?[0-9]*")
 MESSAGE_ID_BYTES: Final = 16
 KEEPS_RECV_TS: Final = frozenset({"status"})
 """Record types whose ``recv_ts`` is part of their id: a ``status`` describes the daemon's own
 connection, so two of them are two events even when they read the same."""
-
-
-def record_kind(record: Record) -> str:
-    """The record's ``type`` tag (``book``, ``book_delta``, ``status`` …)."""
-    return _RECORD_TAGS[type(record)]
 
 
 _ID_ENCODER: Final = msgspec.json.Encoder()
@@ -127,7 +118,7 @@ def book_message_id(record: Book | BookDelta) -> str:
 
 def to_message(record: Record, route: Callable[[str, str | None], str]) -> Message:
     """Encode ``record`` once into a :class:`Message` routed by ``route(kind, market)``."""
-    kind = _RECORD_TAGS[type(record)]
+    kind = record_type(record)
     data = encode(record)
     market: str | None = getattr(record, "market", None)
     seq: int | None = getattr(record, "seq", None)

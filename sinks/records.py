@@ -17,7 +17,7 @@ payload whose shape was not understood, passed through rather than dropped) and
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Final
+from typing import Final, get_args
 
 import msgspec
 
@@ -41,6 +41,7 @@ __all__ = [
     "Record",
     "RECORD_TYPES",
     "encode_line",
+    "record_type",
     "decode_record",
 ]
 
@@ -231,6 +232,16 @@ RECORD_TYPES: Final = ("book", "book_delta", "market", "status", "price_data",
 
 _ENCODER: Final = msgspec.json.Encoder()
 _DECODER: Final = msgspec.json.Decoder(Record)
+
+
+_RECORD_TAGS: Final[dict[type, str]] = {
+    cls: str(cls.__struct_config__.tag) for cls in get_args(Record)
+}
+
+
+def record_type(record: Record) -> str:
+    """The record's ``type`` tag (``book``, ``book_delta``, ``status`` …)."""
+    return _RECORD_TAGS[type(record)]
 
 
 def encode_line(record: Record, buffer: bytearray) -> None:

@@ -33,7 +33,7 @@ from orderbook.book import OrderBook
 from orderbook.errors import InvalidLevel
 from orderbook.types import SCHEMA_VERSION, Book, BookSnapshot
 from sinks.fanout import Fanout
-from sinks.records import MarketCreated, MarketResolved, PriceData, Record, Status
+from sinks.records import MarketCreated, MarketResolved, PriceData, Record, Status, record_type
 from streamer.config import Settings
 from streamer.errors import (
     ConnectRefused,
@@ -514,14 +514,3 @@ class _Address(msgspec.Struct):
 
 
 _ADDRESS_DECODER: Final = msgspec.json.Decoder(_Address)
-
-_TYPE_NAMES: Final[dict[type, str]] = {}
-
-
-def record_type(record: Record) -> str:
-    """The ``type`` tag of a record."""
-    cls = type(record)
-    name = _TYPE_NAMES.get(cls)
-    if name is None:
-        name = _TYPE_NAMES[cls] = str(cls.__struct_config__.tag)
-    return name

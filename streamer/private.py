@@ -39,7 +39,7 @@ from typing import Any, Final, Literal
 import msgspec
 
 from orderbook.types import SCHEMA_VERSION
-from sinks.records import OrderEvent, Position, PrivateRaw, Record, Tx
+from sinks.records import OrderEvent, Position, PrivateRaw, Record, Tx, record_type
 from streamer.auth import Credentials
 from streamer.errors import RestError
 from streamer.protocol.messages import timestamp_ms
@@ -371,7 +371,7 @@ class PrivateChannels:
         self.stats.events[name] += 1
         records = handler(payload, recv_ts)
         for record in records:
-            self.stats.records[str(type(record).__struct_config__.tag)] += 1
+            self.stats.records[record_type(record)] += 1
         return records
 
     async def snapshot(self, rest: RestClient) -> list[Record]:

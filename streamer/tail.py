@@ -15,7 +15,7 @@ gap was seen, 1 otherwise, 2 for a bad URL.
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TextIO
 
@@ -26,8 +26,6 @@ from orderbook.replay import Gap, Replayer
 from orderbook.types import Book, BookDelta
 from sinks.records import Record, decode_record
 from streamer.errors import ConfigError
-
-Source = Callable[[], AsyncIterator[bytes]]
 
 
 @dataclass

@@ -105,7 +105,9 @@ class Universe:
         """Stop following ``slug``; returns its ``market`` record with event ``removed``."""
         entry = self.markets[slug]
         entry.active = False
-        entry.info = msgspec_replace(entry.info, now_ms, status)
+        entry.info = msgspec.structs.replace(
+            entry.info, recv_ts=now_ms, event="removed", status=status or entry.info.status
+        )
         self.version += 1
         return entry.info
 
@@ -189,9 +191,3 @@ def _differs(a: MarketInfo, b: MarketInfo) -> bool:
         b.expiration,
     )
 
-
-def msgspec_replace(info: MarketInfo, now_ms: int, status: str | None) -> MarketInfo:
-    """``info`` marked removed at ``now_ms`` (optionally with a new status)."""
-    return msgspec.structs.replace(
-        info, recv_ts=now_ms, event="removed", status=status if status else info.status
-    )

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from sinks.records import decode_record
+from sinks.records import decode_record, record_type
 from streamer.cli import main
-from streamer.feed import record_type
 from streamer.schema import render, shipped
 
 

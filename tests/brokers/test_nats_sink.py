@@ -11,10 +11,10 @@ import pytest
 from nats.js.api import StreamConfig
 
 from sinks.base import SinkClosed, SinkUnavailable
-from sinks.delivery import record_kind, to_message
+from sinks.delivery import to_message
 from sinks.fanout import Fanout, OverflowPolicy, SinkSpec
 from sinks.nats import NatsConfig, NatsJetStreamSink
-from sinks.records import Record, decode_record
+from sinks.records import Record, decode_record, record_type
 from sinks.spool import Spool
 from sinks.url import parse_sink_url
 from tests.brokers.conftest import (
@@ -52,7 +52,7 @@ async def read_back(server: BrokerProcess) -> list[Record]:
     records = [decode_record(message.data) for message in messages]
     for message, record in zip(messages, records, strict=True):
         market = getattr(record, "market", None) or "_"
-        assert message.subject == f"{PREFIX}.{record_kind(record)}.{market}"
+        assert message.subject == f"{PREFIX}.{record_type(record)}.{market}"
         assert message.headers is not None
         expected = to_message(record, lambda kind, market: "").msg_id
         assert message.headers["Nats-Msg-Id"] == expected

@@ -10,9 +10,9 @@ import pytest
 from redis.asyncio import Redis
 
 from sinks.base import SinkUnavailable
-from sinks.delivery import record_kind, to_message
+from sinks.delivery import to_message
 from sinks.fanout import Fanout, OverflowPolicy, SinkSpec
-from sinks.records import Book, BookDelta, Record, decode_record
+from sinks.records import Book, BookDelta, Record, decode_record, record_type
 from sinks.redis import RedisConfig, RedisStreamSink
 from sinks.spool import Spool
 from sinks.url import parse_sink_url
@@ -48,7 +48,7 @@ def sink_for(server: BrokerProcess, spool_dir: Path | None, *, per_market: bool 
 def decode_entries(entries: Sequence[dict[bytes, bytes]]) -> list[Record]:
     records = [decode_record(fields[b"data"]) for fields in entries]
     for fields, record in zip(entries, records, strict=True):
-        kind = record_kind(record)
+        kind = record_type(record)
         assert fields[b"type"] == kind.encode()
         assert fields[b"id"] == to_message(record, lambda k, m: "").msg_id.encode()
         if isinstance(record, Book | BookDelta):
