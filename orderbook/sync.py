@@ -85,7 +85,7 @@ class BookSynchronizer:
             start, ``"crossed"``, or what was passed to :meth:`request_snapshot`);
             ``None`` once a REST seed has been applied.
         last_ts: exchange timestamp (epoch ms) of the latest WebSocket book applied,
-            ``None`` before the first. REST books never change it.
+            ``None`` before the first, after a REST seed and after :meth:`reset_clock`.
         book: the held book.
         seeded: a full ``Book`` record has been emitted.
         stats: counters, see :class:`SyncStats`.
@@ -124,9 +124,10 @@ class BookSynchronizer:
         """Seed or re-seed the book from a REST full book.
 
         The held book is replaced wholesale, :attr:`needs_snapshot` is cleared and
-        a full ``Book`` record is emitted. A REST book carries no exchange time, so
-        :attr:`last_ts` is left alone (the stale check compares exchange times
-        only; the exchange clock and the local one may differ).
+        a full ``Book`` record is emitted. A REST book carries no exchange time;
+        :attr:`last_ts` is reset: the REST book is the new authority, and an exchange
+        timestamp from before it (possibly a faulty one, far in the future) must not make
+        every later WebSocket book look stale.
 
         A crossed REST book is counted in ``stats.crossed`` but does **not** set
         :attr:`needs_snapshot` again: the REST book is the authority being asked
@@ -148,6 +149,7 @@ class BookSynchronizer:
         self.token = snap.token
         self.needs_snapshot = False
         self.snapshot_reason = None
+        self.last_ts = None  # a fresh start: no exchange time from before it can freeze us
         if self.book.is_crossed():
             self.stats.crossed += 1
             logger.debug("%s: REST book is crossed", self.market)
@@ -224,6 +226,14 @@ class BookSynchronizer:
             logger.debug("%s: snapshot requested: %s", self.market, reason)
         self.needs_snapshot = True
         self.snapshot_reason = reason
+
+    def reset_clock(self) -> None:
+        """Forget the exchange time of the latest book (the stale check starts over).
+
+        The edge calls this on every (re)subscribe: a new session owes nothing to the
+        timestamps of the last one, and a faulty timestamp must not outlive its session.
+        """
+        self.last_ts = None
 
     def snapshot_record(self, recv_ts: int) -> Book | None:
         """A fresh ``Book`` of the held book with the next ``seq``, or None if unseeded.

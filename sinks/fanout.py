@@ -299,6 +299,39 @@ class Fanout:
             for queue in self._block_queues:
                 await queue.wait_space()
 
+    def blocked_sinks(self) -> list[str]:
+        """Names of the ``block`` sinks whose queue is full now."""
+        return [slot.name for slot in self._slots
+                if slot.spec.policy is OverflowPolicy.BLOCK and not slot.queue.has_space]
+
+    @property
+    def drained(self) -> bool:
+        """Every ``block`` queue is at or below half its size (or closed)."""
+        for queue in self._block_queues:
+            if not queue.closed and queue.depth * 2 > queue.stats.capacity:
+                return False
+        return True
+
+    async def wait_drained(self) -> None:
+        """Wait until :attr:`drained`: a feed that closed its session for a full ``block``
+        sink reconnects only once that sink has room for the burst a re-sync brings."""
+        for queue in self._block_queues:
+            await queue.wait_depth(queue.stats.capacity // 2)
+
+    def unhealthy_sinks(self) -> list[tuple[str, str]]:
+        """``(name, why)`` of every sink that is not delivering now: failing, stopped,
+        blocked (a full ``block`` queue) or behind (a ``conflate`` sink owing snapshots)."""
+        out = []
+        for slot in self._slots:
+            state = slot.stats.state
+            if state in (SinkState.FAILING, SinkState.DISABLED, SinkState.CLOSED):
+                out.append((slot.name, str(state)))
+            elif slot.spec.policy is OverflowPolicy.BLOCK and not slot.queue.has_space:
+                out.append((slot.name, "blocked"))
+            elif isinstance(slot.queue, ConflatingQueue) and slot.queue.dirty:
+                out.append((slot.name, f"behind ({len(slot.queue.dirty)} markets conflated)"))
+        return out
+
     async def publish(self, record: Record) -> None:
         """Queue ``record`` for every sink, applying each sink's overflow policy.
 

@@ -179,6 +179,13 @@ class SinkQueue:
         self.stats.max_depth = max(self.stats.max_depth, len(self.items))
         return True
 
+    async def wait_depth(self, depth: int) -> None:
+        """Return once at most ``depth`` records are queued (or the queue is closed)."""
+        while not self._closed and self.depth > depth:
+            if self._space is None:
+                self._space = anyio.Event()
+            await self._space.wait()
+
     async def wait_space(self) -> None:
         """Return once :attr:`has_space`."""
         while not self.has_space:

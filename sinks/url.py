@@ -15,7 +15,9 @@ Forms::
 ``spool=PATH`` gives a queue sink an outage spool (:mod:`sinks.spool`) bounded by
 ``spool_max`` (default 1GB); without it an outage raises SinkUnavailable at once.
 
-Options every scheme accepts: ``policy`` (block | drop-oldest | drop-newest | conflate),
+Options every scheme accepts: ``policy`` (conflate | block | drop-oldest | drop-newest;
+default ``conflate``: a sink that falls behind gets the newest book per market, see
+:mod:`sinks.fanout`),
 ``queue`` (queue size), ``batch`` (records per write), ``on_error`` (retry | disable | crash)
 and ``name`` (the label in logs and metrics). Sizes take SI or IEC suffixes (``100MB``,
 ``1GiB``, ``64k``); intervals take ``ms s m h d w`` and combinations (``1h``, ``30m``,
@@ -65,6 +67,9 @@ __all__ = [
     "redact_url",
 ]
 
+DEFAULT_POLICY: Final = OverflowPolicy.CONFLATE
+"""Every ``orderbookUpdate`` is a full book, so a sink that falls behind loses nothing by
+getting the newest state per market when it catches up; it never stalls the feed."""
 COMMON_OPTIONS: Final = frozenset({"policy", "queue", "batch", "on_error", "name"})
 SPOOL_OPTIONS: Final = frozenset({"spool", "spool_max"})
 DEFAULT_SPOOL_MAX: Final = "1GB"
@@ -155,7 +160,7 @@ def parse_sink_url(url: str) -> SinkSpec:
     sink = SCHEMES[parsed.scheme].factory(parsed)
     return SinkSpec(
         sink=sink,
-        policy=_policy(parsed, common.get("policy", OverflowPolicy.BLOCK.value)),
+        policy=_policy(parsed, common.get("policy", DEFAULT_POLICY.value)),
         queue_size=_int_option(parsed, "queue", common.get("queue"), DEFAULT_QUEUE_SIZE, 1),
         batch_max=_int_option(parsed, "batch", common.get("batch"), DEFAULT_BATCH_MAX, 1),
         on_error=_on_error(parsed, common.get("on_error", "retry")),

@@ -28,7 +28,7 @@ from sinks.fanout import Fanout, SinkSpec
 from streamer import __version__
 from streamer.allowances import AllowanceWatcher
 from streamer.auth import Credentials
-from streamer.budget import RateBudget
+from streamer.budget import RatePacer
 from streamer.config import Settings
 from streamer.errors import ConfigError, RestError
 from streamer.feed import Feed, now_ms
@@ -38,7 +38,7 @@ from streamer.private import PrivateChannels
 from streamer.protocol.messages import Market
 from streamer.supervisor import run_feed
 from streamer.transport.rest import RestClient, RetryPolicy
-from streamer.universe import Universe, expand, in_shard, is_live
+from streamer.universe import Universe, expand, in_shard, is_live, is_resolved
 
 logger = logging.getLogger(__name__)
 
@@ -51,26 +51,31 @@ class Discovery:
         self._rest = rest
         self._feed = feed
         self._poke = anyio.Event()
+        self._missing: list[str] = []
 
     def on_market_event(self, kind: str, slug: str) -> None:
         """``marketCreated`` polls now; ``marketResolved`` drops the market now."""
-        if kind == "resolved" and self._settings.all_markets:
+        if kind == "resolved":
             if self._feed.universe.get(slug) is not None:
-                self._feed.publish(self._feed.universe.remove(slug, now_ms(), "RESOLVED"))
-                self._feed.universe_changed()
-        elif kind == "created" and self._settings.all_markets:
+                self._feed.remove_market(slug, "RESOLVED")
+        elif kind == "created" and (self._settings.all_markets or slug in self._missing):
             self._poke.set()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Bootstrap (retrying forever), signal readiness, then re-poll periodically."""
+        """Bootstrap (retrying forever), signal readiness, then re-poll periodically.
+
+        After the bootstrap nothing discovery meets stops the daemon: a failed poll keeps
+        the current set, and a named market that is gone (404) is removed and polled again.
+        """
         delays = self._settings.rest.backoff.delays()
         while True:
             try:
-                markets = await self._discover()
+                markets = await self._discover(bootstrap=True)
                 break
             except RestError as exc:
                 delay = next(delays)
-                logger.warning("market bootstrap failed: %s; retrying in %.1fs", exc, delay)
+                logger.warning("market bootstrap failed: %s; retrying in %.1fs", exc, delay,
+                               extra={"reason": type(exc).__name__, "delay_s": round(delay, 3)})
                 await anyio.sleep(delay)
         self._apply(markets)
         logger.info("bootstrap: following %d markets", len(self._feed.universe.slugs()))
@@ -80,11 +85,12 @@ class Discovery:
                 await self._poke.wait()
             self._poke = anyio.Event()
             try:
-                self._apply(await self._discover())
+                self._apply(await self._discover(bootstrap=False))
             except RestError as exc:
-                logger.warning("market discovery failed: %s; keeping the current set", exc)
+                logger.warning("market discovery failed: %s; keeping the current set", exc,
+                               extra={"reason": type(exc).__name__})
 
-    async def _discover(self) -> list[Market]:
+    async def _discover(self, *, bootstrap: bool) -> list[Market]:
         s = self._settings
         found: list[Market] = []
         if s.all_markets:
@@ -94,27 +100,40 @@ class Discovery:
         missing = []
         for slug in s.markets:
             try:
-                found.extend(expand([await self._rest.market(slug)]))
+                market = await self._rest.market(slug)
             except RestError as exc:
                 if exc.status != 404:
                     raise
                 missing.append(slug)
-        if missing:
-            logger.error("markets not found on the venue, skipped: %s", ", ".join(missing))
-            if len(missing) == len(s.markets) and not s.all_markets:
-                raise ConfigError(f"markets: none of the configured markets exist: {missing}")
+                continue
+            found.extend(m for m in expand([market]) if not is_resolved(m))
+        if missing and missing != self._missing:
+            logger.warning("markets not found on the venue (404), polled again: %s",
+                           ", ".join(missing), extra={"market": ",".join(missing)})
+        self._missing = missing
+        if bootstrap and missing and len(missing) == len(s.markets) and not s.all_markets:
+            raise ConfigError(f"markets: none of the configured markets exist: {missing}")
         shard = s.shard_spec
         if shard is not None:
             found = [m for m in found if in_shard(m.slug, *shard)]
         return found
 
     def _apply(self, markets: list[Market]) -> None:
-        before = self._feed.universe.version
-        prune = self._settings.all_markets
-        for record in self._feed.universe.update(markets, now_ms(), prune=prune):
-            self._feed.publish(record)
-        if self._feed.universe.version != before:
-            self._feed.universe_changed()
+        feed = self._feed
+        before = feed.universe.version
+        if not self._settings.all_markets:
+            # Named markets: one that vanished (delisted, resolved) is removed; it comes back
+            # by itself when a later poll finds it again (starting with a fresh ``book``).
+            seen = {m.slug for m in markets}
+            for entry in feed.universe.active():
+                if entry.slug not in seen:
+                    feed.remove_market(entry.slug, "DELISTED")
+        for record in feed.universe.update(markets, now_ms(), prune=self._settings.all_markets):
+            if record.event == "removed":
+                feed.forget_market(record.market)
+            feed.publish(record)
+        if feed.universe.version != before:
+            feed.universe_changed()
 
 
 async def _watch_signals(fanout: Fanout, shutdown: anyio.CancelScope) -> None:
@@ -165,7 +184,7 @@ async def run(
 
     fanout = Fanout(specs, drain_timeout_s=settings.shutdown_grace_s,
                     snapshot_source=snapshot_source, on_written=metrics.on_written)
-    budget = RateBudget(settings.rest.rate_per_s, settings.rest.burst)
+    budget = RatePacer(settings.rest.max_in_flight, settings.rest.min_interval_s)
     metrics.bind(fanout=fanout, sinks=[spec.sink for spec in specs], budget=budget)
     async with httpx.AsyncClient(
         timeout=settings.rest.timeout_s,

@@ -43,10 +43,20 @@ class FeedSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     namespace: str = DEFAULT_NAMESPACE
     connect_timeout_s: float = 10.0
-    stable_after_s: float = 30.0
-    """A session that lasted this long resets the reconnect backoff."""
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
     backoff: Backoff = Backoff(initial_s=1.0, factor=2.0, cap_s=30.0, jitter=0.2)
+    """Delays between failed attempts (connect/upgrade errors, refused namespace, a session
+    that ended before delivering any event); reset by every healthy session."""
+    healthy_jitter_s: float = 0.5
+    """A healthy session (joined, delivered at least one event) that ends is followed by a
+    reconnect after a random delay in [0, healthy_jitter_s]."""
+    max_attempts_per_minute: int = 30
+    """Floor against spinning: at most this many connect attempts in any rolling minute."""
+    min_attempt_interval_s: float = 1.0
+    """Floor against spinning: at least this long between two connect attempts' starts."""
+    max_clock_skew_s: float = 300.0
+    """An exchange timestamp further than this from the local receive time is counted and not
+    trusted for ordering (the book is still applied, stamped with the receive time)."""
     lifecycle: bool = True
     """Also subscribe to ``marketCreated``/``marketResolved`` (``subscribe_market_lifecycle``)."""
 
@@ -57,12 +67,16 @@ class RestSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     timeout_s: float = 30.0
     max_attempts: int = 4
     backoff: Backoff = Backoff(initial_s=1.0, factor=2.0, cap_s=30.0, jitter=0.2)
-    seed_concurrency: int = 4
-    """REST book fetches in flight at once while (re)seeding."""
+    seed_concurrency: int = 2
+    """Seeder tasks fetching REST books (more than ``max_in_flight`` cannot help)."""
     page_limit: int = 25
-    rate_per_s: float = 10.0
-    """Shared REST budget: requests per second for bootstrap, seeds, probes and audits."""
-    burst: int = 20
+    max_in_flight: int = 2
+    """Shared REST pace (every caller): requests in flight at once (venue documents 2)."""
+    min_interval_s: float = 0.33
+    """Shared REST pace: least time between two request starts (venue documents 300 ms)."""
+    seed_backoff: Backoff = Backoff(initial_s=2.0, factor=2.0, cap_s=60.0, jitter=0.2)
+    """Per-market delays before retrying a failed seed, or re-seeding a book that stays
+    crossed; a seed is never given up."""
 
 
 class HealthSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -204,23 +218,29 @@ def _validate(s: Settings) -> None:
         "discovery_interval_s": s.discovery_interval_s,
         "shutdown_grace_s": s.shutdown_grace_s,
         "feed.connect_timeout_s": s.feed.connect_timeout_s,
-        "feed.stable_after_s": s.feed.stable_after_s,
+        "feed.max_attempts_per_minute": s.feed.max_attempts_per_minute,
+        "feed.max_clock_skew_s": s.feed.max_clock_skew_s,
         "feed.max_frame_bytes": s.feed.max_frame_bytes,
         "rest.timeout_s": s.rest.timeout_s,
         "rest.max_attempts": s.rest.max_attempts,
         "rest.seed_concurrency": s.rest.seed_concurrency,
         "rest.page_limit": s.rest.page_limit,
-        "rest.rate_per_s": s.rest.rate_per_s,
-        "rest.burst": s.rest.burst,
+        "rest.max_in_flight": s.rest.max_in_flight,
         "health.stale_after_s": s.health.stale_after_s,
         "health.probe_check_s": s.health.probe_check_s,
     }
     for name, value in positive.items():
         if not value > 0:
             raise ConfigError(f"{name}: must be > 0, got {value}")
+    for name, value in (("feed.healthy_jitter_s", s.feed.healthy_jitter_s),
+                        ("feed.min_attempt_interval_s", s.feed.min_attempt_interval_s),
+                        ("rest.min_interval_s", s.rest.min_interval_s)):
+        if not value >= 0:
+            raise ConfigError(f"{name}: must be >= 0, got {value}")
     if s.health.audit_interval_s < 0 or s.health.audit_sample < 0:
         raise ConfigError("health: audit_interval_s and audit_sample must be >= 0")
-    for name, b in (("feed.backoff", s.feed.backoff), ("rest.backoff", s.rest.backoff)):
+    for name, b in (("feed.backoff", s.feed.backoff), ("rest.backoff", s.rest.backoff),
+                    ("rest.seed_backoff", s.rest.seed_backoff)):
         if not (b.initial_s > 0 and b.factor >= 1 and b.cap_s >= b.initial_s and 0 <= b.jitter < 1):
             raise ConfigError(
                 f"{name}: need initial_s > 0, factor >= 1, cap_s >= initial_s, 0 <= jitter < 1"

@@ -10,7 +10,9 @@
     │   ├── HeartbeatTimeout        no frame for pingInterval + pingTimeout
     │   ├── ServerDisconnect        ``41/markets,`` (kicked), Engine.IO close
     │   ├── ConnectRefused          ``44/markets,{…}`` namespace connect error
-    │   └── RestError               REST failure after retries (status, or transport)
+    │   ├── RestError               REST failure after retries (status, or transport)
+    │   └── SinkBlocked             a lossless ``block`` sink is full: the daemon drops the
+    │                               session on purpose, reconnects once it drained
     ├── ProtocolError               the peer broke Engine.IO/Socket.IO framing → retried
     └── InvalidState                our own misuse: a bug, never retried
 
@@ -66,6 +68,15 @@ class RestError(TransportError):
         self.status = status
         self.detail = detail
         super().__init__(f"{endpoint}: {status if status is not None else 'transport'}: {detail}")
+
+
+class SinkBlocked(TransportError):
+    """A ``block`` sink's queue is full: the session is closed on purpose.
+
+    The reader never waits for a sink (pings would go unanswered and the venue would drop
+    us, blaming nobody); instead the daemon closes the session, waits until the sink has
+    drained, reconnects and re-syncs every book, so the ``block`` sink loses nothing.
+    """
 
 
 class ProtocolError(StreamerError):

@@ -20,6 +20,7 @@ is made, never between making and enqueueing it.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -40,6 +41,7 @@ from streamer.errors import (
     HeartbeatTimeout,
     RestError,
     ServerDisconnect,
+    SinkBlocked,
 )
 from streamer.histogram import FEED_LATENCY_BUCKETS, Histogram
 from streamer.logutil import RateLimitedLog
@@ -63,6 +65,7 @@ from streamer.protocol.session import (
 from streamer.protocol.session import (
     ConnectRefused as ConnectRefusedEvent,
 )
+from streamer.seeding import SeedQueue
 from streamer.transport.rest import RestClient
 from streamer.transport.websocket import Transport
 from streamer.universe import Universe
@@ -98,6 +101,11 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def mono_ms() -> int:
+    """Monotonic time in milliseconds: freshness, probes and audits (immune to clock steps)."""
+    return time.monotonic_ns() // 1_000_000
+
+
 @dataclass(slots=True)
 class FeedStats:
     """Every feed counter in one place (exported as metrics by the edge)."""
@@ -117,7 +125,15 @@ class FeedStats:
     seeds: Counter[str] = field(default_factory=Counter)
     """Completed REST (re-)seeds by reason."""
     seeds_superseded: int = 0
+    seeds_skipped: int = 0
+    """Pending seeds dropped before the REST call: a full WebSocket book arrived first."""
     seed_failures: int = 0
+    clock_skew: int = 0
+    """Books whose exchange timestamp was too far from the local clock to order by."""
+    exceptions: int = 0
+    """``exception`` events from the venue (e.g. a refused private subscription)."""
+    sink_blocked: int = 0
+    """Sessions closed on purpose because a ``block`` sink was full."""
     probes: int = 0
     """Staleness probes and audits that compared a REST book with the held one."""
     quiet: int = 0
@@ -161,8 +177,11 @@ class Feed:
         self.universe = universe
         self.stats = FeedStats()
         self.on_market_event = on_market_event
-        self._pending: dict[str, str] = {}
+        self.seeds = SeedQueue(settings.rest.seed_backoff)
         self._inflight: set[str] = set()
+        self.session_healthy = False
+        """The current (or last) session joined the namespace and delivered an event."""
+        self._skew_ms = int(settings.feed.max_clock_skew_s * 1000)
         self._wake = anyio.Event()
         self._universe_changed = anyio.Event()
         self._subscribed_version = -1
@@ -177,6 +196,19 @@ class Feed:
         """A fresh ``book`` record of ``market`` with its next ``seq`` (conflating sinks)."""
         entry = self.universe.get(market)
         return None if entry is None else entry.sync.snapshot_record(now_ms())
+
+    def remove_market(self, slug: str, status: str) -> None:
+        """Stop following ``slug`` now: a ``removed`` record, state evicted, resubscribe."""
+        self.publish(self.universe.remove(slug, now_ms(), status))
+        self.forget_market(slug)
+        self.universe_changed()
+        logger.info("market %s removed (%s)", slug, status, extra={"market": slug,
+                                                                   "reason": status})
+
+    def forget_market(self, slug: str) -> None:
+        """Drop what the feed keeps about a removed market (pending seeds, cached venue)."""
+        self.seeds.forget(slug)
+        self._rest.forget(slug)
 
     def universe_changed(self) -> None:
         """Discovery changed the market set: resubscribe in the live session."""
@@ -195,9 +227,21 @@ class Feed:
     def on_disconnect(self, reason: str, detail: str, attempt: int, delay_s: float) -> None:
         """The supervisor lost the session: count, log once, emit ``status``."""
         self.stats.disconnects[reason] += 1
-        logger.warning("feed disconnected (%s: %s); reconnecting in %.1fs (attempt %d)",
-                       reason, detail, delay_s, attempt)
+        healthy = self.session_healthy
+        logger.warning("feed disconnected (%s: %s); %s session, reconnecting in %.2fs "
+                       "(attempt %d)", reason, detail, "healthy" if healthy else "failed",
+                       delay_s, attempt,
+                       extra={"reason": reason, "attempt": attempt, "delay_s": round(delay_s, 3),
+                              "healthy": healthy})
         self.emit_status("disconnected", f"{reason}: {detail}", attempt=attempt)
+
+    async def before_connect(self) -> None:
+        """Hold the next connect until every ``block`` sink has drained to low water."""
+        if not self._fanout.drained:
+            blocked = ", ".join(self._fanout.blocked_sinks()) or "a block sink"
+            logger.warning("waiting for sink %s to drain before reconnecting", blocked,
+                           extra={"sink": blocked})
+            await self._fanout.wait_drained()
 
     async def run_session(self, transport: Transport) -> None:
         """Run one connected session until it ends; always raises.
@@ -207,7 +251,7 @@ class Feed:
         """
         protocol = SocketIOProtocol(namespace=self._settings.feed.namespace)
         self.stats.sessions += 1
-        self._pending.clear()
+        self.session_healthy = False
         self._subscribed_version = -1
         self._snapshot_due = anyio.Event()
         try:
@@ -234,6 +278,8 @@ class Feed:
         window = liveness_s * 1.125
         clock = _deadline_clock()
         stats = self.stats
+        fanout = self._fanout
+        healthy = False
         with anyio.CancelScope(deadline=clock() + window) as watchdog:
             while True:
                 frame = await transport.receive()
@@ -241,12 +287,18 @@ class Feed:
                 stats.last_frame_monotonic = now
                 if watchdog.deadline - now < liveness_s:
                     watchdog.deadline = now + window
-                if not self._fanout.ready:
-                    await self._fanout.wait_ready()
+                if not fanout.ready:
+                    # Never wait for a sink here: pongs would stop and the venue would drop
+                    # us anyway. Close on purpose; before_connect() waits for the drain.
+                    stats.sink_blocked += 1
+                    raise SinkBlocked("sink queue full: "
+                                      + (", ".join(fanout.blocked_sinks()) or "block sink"))
                 stats.frames += 1
                 protocol.receive_text(frame)
                 for event in protocol.events_received():
                     if type(event) is EventReceived:
+                        if not healthy:
+                            self.session_healthy = healthy = True
                         if event.name == "orderbookUpdate":  # the hot path, inlined
                             stats.book_events += 1
                             self._on_orderbook(event.payload)
@@ -299,6 +351,8 @@ class Feed:
         self.emit_status(state, reason, markets=len(slugs))
         for slug in slugs:
             entry = self.universe.markets[slug]
+            if reason != "universe":
+                entry.sync.reset_clock()  # a new session: no exchange time carries over
             if reason != "universe" or not entry.sync.seeded:
                 entry.sync.request_snapshot(reason)
                 self._request_seed(slug, reason)
@@ -314,19 +368,45 @@ class Feed:
         ) is not None:
             for record in records:
                 self.publish(record)
+        elif name == "exception":
+            self._on_exception(payload)
         elif name not in ("system", "authenticated"):
-            self.stats.unknown_events[name] += 1
-            self._log_bad.warning("unknown:" + name[:40], "unknown event %.40r ignored", name)
+            # One rate-limit key for all unknown names: a venue (or attacker) inventing
+            # names must not grow the log or the limiter; the metric keeps the counts.
+            self.stats.unknown_events[name[:40]] += 1
+            self._log_bad.warning("unknown", "unknown event %.40r ignored (further unknown "
+                                  "events are counted in feed_unknown_events_total)", name)
+
+    def _on_exception(self, payload: msgspec.Raw) -> None:
+        """``exception`` (a ``WsException``, e.g. a refused private channel): log and count."""
+        self.stats.exceptions += 1
+        try:
+            message = _EXCEPTION_DECODER.decode(payload).message
+        except _DECODE_ERRORS:
+            message = bytes(payload)[:200].decode("utf-8", "replace")
+        self._log_bad.warning("exception", "venue exception: %.200s", message,
+                              extra={"reason": "exception"})
 
     def _on_orderbook(self, payload: msgspec.Raw) -> None:
         recv_ts = now_ms()
         try:
             update: OrderbookUpdate = _ORDERBOOK_DECODER.decode(payload)
-            ts = timestamp_ms(update.timestamp)
+            exchange_ts = timestamp_ms(update.timestamp)
         except _DECODE_ERRORS as exc:
             self._decode_error("orderbookUpdate", exc)
             return
-        self._latency(recv_ts - ts)
+        ts: int | None = exchange_ts
+        lag = recv_ts - exchange_ts
+        if -self._skew_ms <= lag <= self._skew_ms:
+            self._latency(lag)
+        else:
+            # Far from our clock (an epoch in microseconds, a venue clock fault): not trusted
+            # for ordering, so it cannot freeze the market; the book is still applied.
+            self.stats.clock_skew += 1
+            self._log_bad.warning("skew", "%s: exchange timestamp %s is %.0fs from the local "
+                                  "clock; not used for ordering", update.marketSlug, exchange_ts,
+                                  lag / 1000, extra={"market": update.marketSlug})
+            ts = None
         entry = self.universe.markets.get(update.marketSlug)
         if entry is None or not entry.active:
             self.stats.unknown_market += 1
@@ -337,6 +417,7 @@ class Feed:
             self.stats.foreign_token += 1
             return
         sync = entry.sync
+        applied = sync.stats.applied
         try:
             record = sync.on_update(
                 BookSnapshot(entry.slug, str(token), book.bids, book.asks, ts, recv_ts)
@@ -345,11 +426,33 @@ class Feed:
             self.stats.invalid_books += 1
             self._log_bad.warning("invalid", "invalid book for %s skipped: %s", entry.slug, exc)
             return
-        entry.last_update_ms = recv_ts
+        if sync.stats.applied == applied:
+            return  # stale, dropped: it says nothing about the market's freshness
+        entry.last_update_ms = mono_ms()
         if record is not None:
             self._fanout.publish_nowait(record)  # counted by the synchronizer's stats
-        if sync.needs_snapshot:
-            self._request_seed(entry.slug, sync.snapshot_reason or "resync")
+        if sync.needs_snapshot and sync.snapshot_reason == "crossed":
+            if entry.slug not in self._inflight:
+                self.seeds.want_crossed(entry.slug, entry.last_update_ms, time.monotonic())
+                self._wake.set()
+        else:
+            if self.seeds.has_crossed:
+                self.seeds.uncrossed(entry.slug)
+            if entry.slug in self.seeds:
+                self._book_arrived(entry.slug)
+
+    def _book_arrived(self, slug: str) -> None:
+        """A full WebSocket book was applied: a pending seed is no longer worth a REST call.
+
+        Audits stay: they exist to compare REST with what the WebSocket gave us.
+        """
+        reason = self.seeds.reason(slug)
+        if reason is None or reason == "audit":
+            return
+        self.seeds.cancel(slug)
+        self.stats.seeds_skipped += 1
+        entry = self.universe.markets[slug]
+        entry.sync.snapshot_satisfied()
 
     def _on_price_data(self, payload: msgspec.Raw) -> None:
         try:
@@ -394,24 +497,42 @@ class Feed:
     # -- seeding --------------------------------------------------------------------
 
     def _request_seed(self, slug: str, reason: str) -> None:
-        if slug in self._pending or slug in self._inflight:
-            return
-        self._pending[slug] = reason
+        if slug in self._inflight:
+            return  # the call in flight answers this request too
+        entry = self.universe.markets.get(slug)
+        verified = entry.last_update_ms if entry is not None else 0
+        self.seeds.want(slug, reason, verified, time.monotonic())
         self._wake.set()
 
     async def _seeder(self) -> None:
+        """Take due markets off the seed queue, one REST book at a time.
+
+        Waiting for a market's backoff never holds this task: it sleeps until the next
+        market is due or a new request wakes it.
+        """
+        seeds = self.seeds
         while True:
-            while not self._pending:
-                if self._wake.is_set():
-                    self._wake = anyio.Event()
-                await self._wake.wait()
-            slug, reason = next(iter(self._pending.items()))
-            del self._pending[slug]
+            item = seeds.pop(time.monotonic())
+            if item is None:
+                due_in = seeds.next_due_in(time.monotonic())
+                with anyio.move_on_after(math.inf if due_in is None else due_in):
+                    if self._wake.is_set():
+                        self._wake = anyio.Event()
+                    await self._wake.wait()
+                continue
+            slug, reason = item
+            if slug in self._inflight:
+                continue  # the other seeder's call answers this request too
             self._inflight.add(slug)
+            done = False
             try:
                 await self._seed(slug, reason)
+                done = True
             finally:
                 self._inflight.discard(slug)
+                if not done and self.universe.get(slug) is not None:
+                    # Cancelled with the session: the market still needs its book.
+                    self.seeds.want(slug, reason, 0, time.monotonic())
 
     async def _seed(self, slug: str, reason: str) -> None:
         entry = self.universe.get(slug)
@@ -422,10 +543,18 @@ class Feed:
             payload = await self._rest.orderbook(slug)
         except RestError as exc:
             self.stats.seed_failures += 1
-            logger.warning("seeding %s failed: %s; will retry", slug, exc)
-            await anyio.sleep(self._settings.rest.backoff.cap_s / 4)
-            self._request_seed(slug, reason)
+            if self.universe.get(slug) is None:
+                return
+            delay = self.seeds.failed(slug, reason, entry.last_update_ms, time.monotonic())
+            self._log_bad.warning("seed", "seeding %s failed: %s; retrying in %.1fs",
+                                  slug, exc, delay,
+                                  extra={"market": slug, "reason": reason,
+                                         "delay_s": round(delay, 3)})
+            self._wake.set()
             return
+        self.seeds.succeeded(slug)
+        if self.universe.get(slug) is not entry:
+            return  # removed (or removed and re-added) while we were fetching
         recv_ts = now_ms()
         if not self._fanout.ready:
             await self._fanout.wait_ready()
@@ -442,7 +571,8 @@ class Feed:
                 self.stats.quiet += reason == "stale_probe"
                 return
             self.stats.divergences[reason] += 1
-            logger.warning("%s: held book differs from REST (%s); re-seeding", slug, reason)
+            logger.warning("%s: held book differs from REST (%s); re-seeding", slug, reason,
+                           extra={"market": slug, "reason": reason})
             self.emit_status("divergence", reason, market=slug)
         token = normalize_token(payload.tokenId) or entry.token
         try:
@@ -453,7 +583,7 @@ class Feed:
             self.stats.invalid_books += 1
             logger.warning("invalid REST book for %s: %s", slug, exc)
             return
-        entry.last_update_ms = recv_ts
+        entry.last_update_ms = mono_ms()
         self.stats.seeds[reason] += 1
         self.publish(record)
 
@@ -469,13 +599,13 @@ class Feed:
         health = self._settings.health
         stale_ms = int(health.stale_after_s * 1000)
         audit_ms = int(health.audit_interval_s * 1000)
-        next_audit = now_ms() + audit_ms
+        next_audit = mono_ms() + audit_ms
         cursor = 0
         while True:
             await anyio.sleep(health.probe_check_s)
             if not self.stats.connected:
                 continue
-            now = now_ms()
+            now = mono_ms()
             entries = self.universe.active()
             for entry in entries:
                 if (entry.sync.seeded and now - entry.last_update_ms > stale_ms
@@ -507,6 +637,13 @@ def same_book(book: OrderBook, payload: OrderbookPayload) -> bool:
     bids, asks = book.levels()
     return (dict(bids) == {lv.price: lv.size for lv in payload.bids if lv.size}
             and dict(asks) == {lv.price: lv.size for lv in payload.asks if lv.size})
+
+
+class _Exception(msgspec.Struct):
+    message: Any = None
+
+
+_EXCEPTION_DECODER: Final = msgspec.json.Decoder(_Exception)
 
 
 class _Address(msgspec.Struct):

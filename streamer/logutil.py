@@ -79,7 +79,8 @@ class RateLimitedLog:
         self._last: dict[str, float] = {}
         self._skipped: dict[str, int] = {}
 
-    def warning(self, key: str, msg: str, *args: Any) -> None:
+    def warning(self, key: str, msg: str, *args: Any,
+                extra: Mapping[str, object] | None = None) -> None:
         """Log ``msg % args`` unless ``key`` was logged less than interval_s ago."""
         now = time.monotonic()
         last = self._last.get(key)
@@ -91,7 +92,7 @@ class RateLimitedLog:
         if skipped:
             msg += " (%d similar suppressed)"
             args = (*args, skipped)
-        self._logger.warning(msg, *args)
+        self._logger.warning(msg, *args, extra=extra)
 
 
 def secret_values(env: Mapping[str, str]) -> tuple[str, ...]:

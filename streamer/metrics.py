@@ -336,7 +336,16 @@ class Metrics:
             observe((now_ms - record.recv_ts) / 1000.0)
 
     def readiness(self) -> tuple[bool, str]:
-        """``/readyz`` for the bound feed (see :func:`feed_readiness`)."""
+        """``/readyz``: every sink delivering, and the feed ready (:func:`feed_readiness`).
+
+        A sink that is failing, stopped, blocked or behind makes the daemon not ready, with
+        the sink named in the reason: records are not reaching a consumer on time.
+        """
+        unhealthy = getattr(self.fanout, "unhealthy_sinks", None)
+        if unhealthy is not None:
+            bad = unhealthy()
+            if bad:
+                return False, "sink " + "; ".join(f"{name} {why}" for name, why in bad)
         return feed_readiness(self.feed)
 
     def render(self, accept: str = "") -> tuple[bytes, str]:
@@ -550,7 +559,7 @@ class StatsCollector(Collector):
         yield self._plain("book_crossed", "Applied books with best bid >= best ask.",
                           totals["crossed"])
         active = feed.universe.active()
-        now = time.time()
+        now = time.monotonic()
         ages = [a for a in (_age(e.last_update_ms, now) for e in active) if a is not None]
         confirmed = [a for a in (_age(_confirmed_ms(e), now) for e in active) if a is not None]
         for name, doc, value in (
@@ -586,7 +595,7 @@ class StatsCollector(Collector):
                            "Seconds since the last update or REST check of the book.",
                            ["market"])
         seeded = _gauge("market_seeded", "1 once a full book is held.", ["market"])
-        now = time.time()
+        now = time.monotonic()
         for entry in universe.active():
             label = [entry.slug]
             book = entry.sync.book
@@ -736,7 +745,7 @@ def _per_sink(family: Any, stats: Mapping[str, SinkStats], attr: str) -> Any:
 
 
 def _age(epoch_ms: int, now_s: float) -> float | None:
-    """Seconds from ``epoch_ms`` (local wall clock) to ``now_s``; ``None`` for 0 (never)."""
+    """Seconds from ``epoch_ms`` (monotonic clock, ms) to ``now_s``; ``None`` for 0 (never)."""
     if not epoch_ms:
         return None
     return max(0.0, now_s - epoch_ms / 1000.0)

@@ -2,8 +2,10 @@
 
 Pure bookkeeping (no I/O): discovery and bootstrap feed it venue ``Market`` objects,
 it answers with ``market`` records to emit and keeps one
-:class:`~orderbook.sync.BookSynchronizer` per CLOB market for the whole run, so a
-market's ``seq`` keeps counting even if it leaves and comes back.
+:class:`~orderbook.sync.BookSynchronizer` per followed CLOB market. A removed market's
+state (book, synchronizer, metadata) is evicted, so weeks of short-lived markets do not
+grow memory; only its last ``seq`` is kept, so its ``seq`` keeps counting if it comes
+back, starting again with a full ``book``.
 """
 
 from __future__ import annotations
@@ -30,9 +32,9 @@ class MarketEntry:
     info: MarketInfo
     active: bool = True
     last_update_ms: int = 0
-    """Local time of the last WebSocket book or REST seed for this market."""
+    """Monotonic ms of the last WebSocket book applied or REST seed (0: never)."""
     last_check_ms: int = 0
-    """Local time of the last staleness probe."""
+    """Monotonic ms of the last staleness probe."""
 
 
 @dataclass(slots=True)
@@ -44,6 +46,8 @@ class Universe:
     """AMM market address -> slug (``newPriceData`` pass-through)."""
     version: int = 0
     """Bumped whenever the subscription set changes."""
+    retired: dict[str, int] = field(default_factory=dict)
+    """Removed market slug -> its last ``seq`` (all that is kept of it)."""
 
     def slugs(self) -> list[str]:
         """Active CLOB slugs, sorted (the ``marketSlugs`` of the subscription)."""
@@ -82,7 +86,9 @@ class Universe:
             entry = self.markets.get(market.slug)
             if entry is None:
                 token = info.token or ""
-                entry = MarketEntry(market.slug, token, BookSynchronizer(market.slug, token), info)
+                sync = BookSynchronizer(market.slug, token)
+                sync.seq = self.retired.pop(market.slug, 0)  # seq continues; a book comes first
+                entry = MarketEntry(market.slug, token, sync, info)
                 self.markets[market.slug] = entry
                 out.append(info)
                 changed = True
@@ -102,14 +108,13 @@ class Universe:
         return out
 
     def remove(self, slug: str, now_ms: int, status: str | None = None) -> MarketInfo:
-        """Stop following ``slug``; returns its ``market`` record with event ``removed``."""
-        entry = self.markets[slug]
-        entry.active = False
-        entry.info = msgspec.structs.replace(
+        """Stop following ``slug`` and evict its state; returns its ``removed`` record."""
+        entry = self.markets.pop(slug)
+        self.retired[slug] = entry.sync.seq
+        self.version += 1
+        return msgspec.structs.replace(
             entry.info, recv_ts=now_ms, event="removed", status=status or entry.info.status
         )
-        self.version += 1
-        return entry.info
 
     def _update_amm(self, market: Market) -> bool:
         address = market.address
@@ -143,6 +148,12 @@ def expand(markets: Iterable[Market]) -> list[Market]:
         else:
             out.append(market)
     return out
+
+
+def is_resolved(market: Market) -> bool:
+    """The market has a winner (or says it is resolved)."""
+    return (market.winningOutcomeIndex is not None
+            or (market.status or "").upper() == "RESOLVED")
 
 
 def is_live(market: Market, now_ms: int) -> bool:

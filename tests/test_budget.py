@@ -1,37 +1,71 @@
-"""The shared REST rate budget: a pure token bucket and its use by the REST client."""
+"""The shared REST pace: a pure start-spacing core, the in-flight bound, and the REST client."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+import anyio.lowlevel
 import httpx
 import pytest
 
-from streamer.budget import TokenBucket
+from streamer.budget import PaceCore, RatePacer
 from streamer.errors import RestError
 from streamer.retry import Backoff
 from streamer.transport.rest import RestClient, RetryPolicy
 
 
-def test_bucket_allows_a_burst_then_spaces_requests_at_the_rate() -> None:
-    bucket = TokenBucket(rate=10.0, burst=3, now=0.0)
-    waits = [bucket.reserve(0.0) for _ in range(6)]
-    assert waits[:3] == [0.0, 0.0, 0.0]
-    assert waits[3:] == pytest.approx([0.1, 0.2, 0.3])
+def test_pace_spaces_request_starts_by_the_interval() -> None:
+    core = PaceCore(0.3, now=0.0)
+    waits = [core.reserve(0.0) for _ in range(4)]
+    assert waits == pytest.approx([0.0, 0.3, 0.6, 0.9])
 
 
-def test_bucket_refills_over_time_up_to_the_burst() -> None:
-    bucket = TokenBucket(rate=2.0, burst=2, now=0.0)
-    bucket.reserve(0.0)
-    bucket.reserve(0.0)
-    assert bucket.reserve(100.0) == 0.0  # refilled, but never above the burst
-    assert bucket.reserve(100.0) == 0.0
-    assert bucket.reserve(100.0) == pytest.approx(0.5)
+def test_pace_does_not_save_up_idle_time() -> None:
+    core = PaceCore(0.3, now=0.0)
+    core.reserve(0.0)
+    assert core.reserve(100.0) == 0.0
+    assert core.reserve(100.0) == pytest.approx(0.3)  # no burst after a quiet spell
 
 
-def test_bucket_pause_holds_every_caller() -> None:
-    bucket = TokenBucket(rate=100.0, burst=10, now=0.0)
-    bucket.pause(0.0, 5.0)
-    assert bucket.reserve(1.0) == pytest.approx(4.0)
-    assert bucket.reserve(6.0) == 0.0
+def test_pace_pause_holds_every_caller() -> None:
+    core = PaceCore(0.01, now=0.0)
+    core.pause(0.0, 5.0)
+    assert core.reserve(1.0) == pytest.approx(4.0)
+    assert core.paused_for(1.0) == pytest.approx(4.0)
+    assert core.reserve(6.0) == 0.0
+    assert core.paused_for(6.0) == 0.0
+
+
+@pytest.mark.anyio
+async def test_pacer_bounds_requests_in_flight_and_spaces_their_starts() -> None:
+    slept: list[float] = []
+    starts: list[int] = []
+
+    async def sleep(seconds: float) -> None:  # the clock stands still: waits add up
+        slept.append(seconds)
+        await anyio.lowlevel.checkpoint()
+
+    pacer = RatePacer(2, 0.3, clock=lambda: 0.0, sleep=sleep)
+    release = anyio.Event()
+    peak = [0]
+
+    async def call() -> None:
+        async with pacer.slot():
+            starts.append(len(starts))
+            peak[0] = max(peak[0], pacer.in_flight)
+            await release.wait()
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(4):
+            tg.start_soon(call)
+        await anyio.wait_all_tasks_blocked()
+        assert pacer.in_flight == 2 and len(starts) == 2  # two in flight, two waiting
+        release.set()
+    assert peak[0] == 2
+    assert slept == pytest.approx([0.3, 0.6, 0.9])  # each start 0.3 s after the one before
+    assert pacer.acquired == 4
 
 
 class RecordingLimiter:
@@ -40,8 +74,10 @@ class RecordingLimiter:
     def __init__(self) -> None:
         self.calls: list[str] = []
 
-    async def acquire(self) -> None:
-        self.calls.append("acquire")
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        self.calls.append("slot")
+        yield
 
     def pause(self, seconds: float) -> None:
         self.calls.append(f"pause {seconds}")
@@ -64,8 +100,8 @@ async def test_rest_client_draws_every_attempt_from_the_budget_and_pauses_on_429
         rest = RestClient(h, base_url="http://x", limiter=limiter, sleep=fake_sleep,
                           retry=RetryPolicy(backoff=Backoff(initial_s=1, jitter=0)))
         await rest.orderbook("m")
-    # One token per attempt; only the 429 pauses everyone, for the time the venue asked.
-    assert limiter.calls == ["acquire", "acquire", "pause 7.0", "acquire"]
+    # One slot per attempt; only the 429 pauses everyone, for the time the venue asked.
+    assert limiter.calls == ["slot", "slot", "pause 7.0", "slot"]
     assert slept == [1.0, 7.0]
 
 

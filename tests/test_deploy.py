@@ -41,7 +41,7 @@ from sinks.fanout import Fanout, OverflowPolicy, SinkSpec
 from sinks.memory import MemorySink
 from sinks.records import Record
 from streamer.app import Discovery
-from streamer.budget import RateBudget
+from streamer.budget import RatePacer
 from streamer.config import Settings, load_settings
 from streamer.feed import Feed
 from streamer.health import serve_http
@@ -422,7 +422,7 @@ async def run_daemon(settings: Settings, metrics: Metrics, specs: list[SinkSpec]
                      task_status: TaskStatus[Feed] = anyio.TASK_STATUS_IGNORED) -> None:
     """``streamer.app.run``'s wiring plus the metrics bindings it makes."""
     fanout = Fanout(specs, drain_timeout_s=1.0)
-    budget = RateBudget(settings.rest.rate_per_s, settings.rest.burst)
+    budget = RatePacer(settings.rest.max_in_flight, settings.rest.min_interval_s)
     metrics.bind(fanout=fanout, budget=budget, sinks=[spec.sink for spec in specs])
     async with httpx.AsyncClient(timeout=settings.rest.timeout_s) as http:
         rest = RestClient(http, base_url=settings.api_url, observer=metrics.rest,
@@ -551,7 +551,7 @@ async def test_deploy_real_prometheus_scrapes_daemon_dashboards_and_alerts(
         settings = load_settings(None, {
             "api_url": address.api_url, "ws_url": address.ws_url, "all_markets": True,
             "shutdown_grace_s": 1.0,
-            "feed": {"connect_timeout_s": 1.0, "stable_after_s": 60.0,
+            "feed": {"connect_timeout_s": 1.0,
                      "backoff": {"initial_s": 0.05, "cap_s": 0.2}},
             "rest": {"backoff": {"initial_s": 0.05, "cap_s": 0.2}},
             # Continuous REST audits: checks, divergence series and 429s keep flowing.

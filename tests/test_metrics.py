@@ -23,7 +23,7 @@ from sinks.fanout import Fanout, SinkSpec, SinkState
 from sinks.memory import MemorySink
 from sinks.records import MarketInfo, Status
 from sinks.spool import Spool
-from streamer.budget import RateBudget
+from streamer.budget import RatePacer
 from streamer.feed import FeedStats
 from streamer.metrics import (
     PREFIX,
@@ -204,7 +204,7 @@ def test_metrics_book_counters_sum_over_all_markets_including_removed() -> None:
 def test_metrics_per_market_series_report_book_state() -> None:
     m, feed = fresh(), FakeFeed()
     m.bind(feed=feed)
-    now_ms = int(time.time() * 1000)
+    now_ms = int(time.monotonic() * 1000)  # freshness is on the monotonic clock
     add_market(feed.universe, "btc", bid="0.40", ask="0.45", ts=now_ms - 2000)
     add_market(feed.universe, "eth", seeded=False)
     assert value(m, "market_best_bid", market="btc") == pytest.approx(0.40)
@@ -236,7 +236,7 @@ def test_metrics_per_market_switch_off_removes_per_market_series() -> None:
 def test_metrics_confirmed_age_counts_staleness_checks() -> None:
     m, feed = fresh(), FakeFeed()
     m.bind(feed=feed)
-    now_ms = int(time.time() * 1000)
+    now_ms = int(time.monotonic() * 1000)  # freshness is on the monotonic clock
     quiet = add_market(feed.universe, "quiet", ts=now_ms - 3_600_000)  # no update for 1 h
     quiet.last_check_ms = now_ms - 5_000  # but a probe checked it 5 s ago
     add_market(feed.universe, "busy", ts=now_ms - 1_000)
@@ -403,10 +403,12 @@ async def test_metrics_rest_budget_read_from_the_bound_budget() -> None:
 
     m = fresh()
     assert value(m, "rest_budget_acquired_total") is None
-    budget = RateBudget(rate_per_s=2.0, burst=1, clock=lambda: 100.0, sleep=sleep)
+    budget = RatePacer(2, 0.5, clock=lambda: 100.0, sleep=sleep)
     m.bind(budget=budget)
-    await budget.acquire()
-    await budget.acquire()  # the bucket is empty: waits 0.5 s
+    async with budget.slot():
+        pass
+    async with budget.slot():  # the next start is 0.5 s after the first
+        pass
     budget.pause(3.0)
     assert value(m, "rest_budget_acquired_total") == 2
     assert value(m, "rest_budget_wait_seconds_total") == pytest.approx(sum(slept))

@@ -23,7 +23,7 @@ from streamer.errors import (
     ServerDisconnect,
 )
 from streamer.retry import Backoff
-from streamer.supervisor import Action, classify, run_feed
+from streamer.supervisor import Action, ReconnectPolicy, classify, run_feed
 from streamer.transport.memory import MemoryTransport
 from streamer.transport.websocket import ENGINEIO_PATH, Transport, open_websocket
 
@@ -55,31 +55,36 @@ def test_classify_table(exc: BaseException, action: Action) -> None:
 
 
 class ScriptedRunner:
-    """A SessionRunner whose sessions end with scripted exceptions (None: a stable session)."""
+    """A SessionRunner whose sessions end with scripted exceptions.
 
-    def __init__(self, script: list[BaseException], clock: list[float], stable_s: float) -> None:
+    A message containing "healthy" marks a session that joined and delivered events.
+    """
+
+    def __init__(self, script: list[BaseException]) -> None:
         self.script = script
-        self.clock = clock
-        self.stable_s = stable_s
+        self.session_healthy = False
         self.disconnects: list[tuple[str, int, float]] = []
+        self.waited_before_connect = 0
+
+    async def before_connect(self) -> None:
+        self.waited_before_connect += 1
 
     async def run_session(self, transport: Transport) -> None:
         exc = self.script.pop(0)
-        if isinstance(exc, ServerDisconnect) and "stable" in str(exc):
-            self.clock[0] += self.stable_s  # this session lasted long enough to be stable
+        self.session_healthy = "healthy" in str(exc)
         raise exc
 
     def on_disconnect(self, reason: str, detail: str, attempt: int, delay_s: float) -> None:
         self.disconnects.append((reason, attempt, delay_s))
 
 
-def _settings() -> FeedSettings:
+def _settings(**kw: float) -> FeedSettings:
     return FeedSettings(backoff=Backoff(initial_s=1.0, factor=2.0, cap_s=4.0, jitter=0.0),
-                        stable_after_s=30.0)
+                        healthy_jitter_s=0.5, min_attempt_interval_s=0.0, **kw)  # type: ignore[arg-type]
 
 
 @pytest.mark.anyio
-async def test_run_feed_backs_off_capped_and_resets_after_a_stable_session() -> None:
+async def test_run_feed_backs_off_failures_capped_and_reconnects_at_once_after_healthy() -> None:
     clock = [0.0]
     slept: list[float] = []
     headers_seen: list[dict[str, str]] = []
@@ -99,22 +104,65 @@ async def test_run_feed_backs_off_capped_and_resets_after_a_stable_session() -> 
 
     script: list[BaseException] = [
         HeartbeatTimeout("x"), ServerDisconnect("x"), ConnectionLost("x"),
-        ConnectionLost("x"), ServerDisconnect("stable"), ConnectionLost("x"),
+        ConnectionLost("x"), ServerDisconnect("healthy"), ConnectionLost("healthy"),
+        ConnectionLost("x"),
     ]
-    runner = ScriptedRunner(script, clock, stable_s=30.0)
+    runner = ScriptedRunner(script)
     await run_feed(runner, "ws://x", _settings(), HmacCredentials("tok", SECRET),
                    connect=connect, sleep=sleep, clock=lambda: clock[0],
-                   wall_clock=lambda: wall[0], rng=random.Random(1), max_sessions=7)
-    # 1, 2, 4, then capped at 4; the stable session resets the backoff to 1.
-    assert slept == [1.0, 2.0, 4.0, 4.0, 4.0, 1.0, 2.0]
+                   wall_clock=lambda: wall[0], rng=random.Random(1), max_sessions=8)
+    # Failures: 1, 2, 4, then capped at 4; each healthy session is followed by at most
+    # 0.5 s of jitter and resets the backoff, so the next failure waits 1 s again.
+    assert slept[:5] == pytest.approx([1.0, 2.0, 4.0, 4.0, 4.0])
+    assert 0.0 <= slept[5] <= 0.5 and 0.0 <= slept[6] <= 0.5
+    assert slept[7] == pytest.approx(1.0)
     assert [d[0] for d in runner.disconnects] == [
         "HeartbeatTimeout", "ConnectError", "ServerDisconnect", "ConnectionLost",
-        "ConnectionLost", "ServerDisconnect", "ConnectionLost"]
+        "ConnectionLost", "ServerDisconnect", "ConnectionLost", "ConnectionLost"]
+    # The attempt number counts failures since the last healthy session.
+    assert [d[1] for d in runner.disconnects] == [2, 3, 4, 5, 6, 1, 1, 2]
+    assert runner.waited_before_connect == 8
     # Every attempt was signed afresh, over exactly the upgrade path, with its own time.
     stamps = [h["lmts-timestamp"] for h in headers_seen]
-    assert len(set(stamps)) == len(stamps) == 7
+    assert len(set(stamps)) == len(stamps) == 8
     for h in headers_seen:
         assert h["lmts-signature"] == sign(SECRET, h["lmts-timestamp"], "GET", ENGINEIO_PATH)
+
+
+def test_reconnect_policy_floor_stops_a_spin_of_healthy_but_instant_sessions() -> None:
+    settings = FeedSettings(healthy_jitter_s=0.0, min_attempt_interval_s=1.0,
+                            max_attempts_per_minute=5)
+    policy = ReconnectPolicy(settings, random.Random(1))
+    now, starts = 0.0, []
+    for _ in range(12):
+        policy.started(now)
+        starts.append(now)
+        now += 0.01  # the venue accepts, delivers one event, and drops at once
+        now += policy.delay(True, now)
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    assert min(gaps) >= 1.0 - 1e-9  # never two attempts within min_attempt_interval_s
+    for i in range(len(starts) - 5):
+        assert starts[i + 5] - starts[i] >= 60.0 - 1e-9  # at most 5 in any rolling minute
+
+
+def test_reconnect_policy_healthy_delay_is_small_and_resets_failures() -> None:
+    settings = FeedSettings(backoff=Backoff(initial_s=1.0, factor=2.0, cap_s=30.0, jitter=0.0),
+                            healthy_jitter_s=0.5, min_attempt_interval_s=0.0)
+    policy = ReconnectPolicy(settings, random.Random(7))
+    now = 0.0
+    for expected in (1.0, 2.0, 4.0, 8.0):
+        policy.started(now)
+        now += 1
+        assert policy.delay(False, now) == expected
+    policy.started(now)
+    now += 3
+    delays = []
+    for _ in range(50):
+        delays.append(policy.delay(True, now))
+        policy.started(now)
+        now += 3
+    assert max(delays) <= 0.5 and policy.attempt == 1
+    assert policy.delay(False, now) == 1.0
 
 
 @pytest.mark.anyio
@@ -123,7 +171,7 @@ async def test_run_feed_lets_a_bug_through() -> None:
     async def connect(url: str, headers: Mapping[str, str]) -> AsyncIterator[Transport]:
         yield MemoryTransport([])
 
-    runner = ScriptedRunner([KeyError("bug")], [0.0], 30.0)
+    runner = ScriptedRunner([KeyError("bug")])
     with pytest.raises(KeyError):
         await run_feed(runner, "ws://x", _settings(), None, connect=connect,
                        max_sessions=3)

@@ -22,6 +22,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterator
+from contextlib import AbstractAsyncContextManager
 from importlib import metadata
 from typing import Any, Final, Protocol, TypeVar
 from urllib.parse import quote, urlencode
@@ -54,6 +55,8 @@ ENDPOINT_ORDERBOOK: Final = "/markets/{slug}/orderbook"
 DEFAULT_PAGE_LIMIT: Final = 25
 DEFAULT_MAX_PAGES: Final = 1000
 JSON_CONTENT_TYPE: Final = "application/json"
+DEFAULT_429_PAUSE_S: Final = 1.0
+"""How long every caller holds after a 429 that names no delay."""
 
 _MAX_DETAIL_CHARS: Final = 300
 _MIN_REDACT_CHARS: Final = 6
@@ -167,9 +170,9 @@ class _Failure(msgspec.Struct, frozen=True):
 
 
 class Limiter(Protocol):
-    """A shared request budget (:class:`streamer.budget.RateBudget`)."""
+    """A shared request pace (:class:`streamer.budget.RatePacer`)."""
 
-    async def acquire(self) -> None: ...
+    def slot(self) -> AbstractAsyncContextManager[None]: ...
 
     def pause(self, seconds: float) -> None: ...
 
@@ -293,6 +296,10 @@ class RestClient:
         """Return the cached venue of a market seen in any response, or ``None``."""
         return self._venues.get(slug)
 
+    def forget(self, slug: str) -> None:
+        """Drop the cached venue of a market that is no longer followed."""
+        self._venues.pop(slug, None)
+
     def _remember(self, market: Market) -> None:
         if market.venue is not None:
             self._venues[market.slug] = market.venue
@@ -365,12 +372,18 @@ class RestClient:
         attempt: int,
         retry_statuses: Collection[int],
     ) -> httpx.Response | _Failure:
-        if self._limiter is not None:
-            await self._limiter.acquire()  # before signing: the timestamp stays fresh
-        headers = self._request_headers(method, target, body)
         started = time.perf_counter()
         try:
-            response = await self._client.request(method, url, content=body, headers=headers)
+            if self._limiter is None:
+                response = await self._client.request(
+                    method, url, content=body, headers=self._request_headers(method, target, body)
+                )
+            else:
+                async with self._limiter.slot():  # signed after the wait: a fresh timestamp
+                    started = time.perf_counter()
+                    headers = self._request_headers(method, target, body)
+                    response = await self._client.request(method, url, content=body,
+                                                          headers=headers)
         except httpx.HTTPError as exc:
             self._on_response(endpoint, None, started, attempt)
             detail = self._redact(f"{type(exc).__name__}: {exc}")
@@ -382,6 +395,10 @@ class RestClient:
         retryable = status in retry_statuses
         body_info = _parse_error_body(response)
         hint = _retry_hint(response, body_info)
+        if status == 429 and self._limiter is not None:
+            # Every caller waits, not only this one, and also when this call is not retried.
+            self._limiter.pause(min(hint if hint is not None else DEFAULT_429_PAUSE_S,
+                                    self._retry.max_retry_after_s))
         detail = self._redact(_error_detail(response, body_info))
         return _Failure(status, detail, retryable, hint, body=response.content)
 
@@ -407,8 +424,6 @@ class RestClient:
             delay = next(delays)
         if self._observer is not None:
             self._observer.on_retry(endpoint, failure.status, delay)
-        if failure.status == 429 and self._limiter is not None:
-            self._limiter.pause(delay)  # every caller waits, not only this one
         logger.warning(
             "REST %s %s failed (%s); attempt %d/%d, retrying in %.2f s",
             method,

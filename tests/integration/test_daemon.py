@@ -86,7 +86,7 @@ async def daemon(config: SimulatorConfig, **overrides: Any) -> AsyncIterator[Har
             "all_markets": True,
             "shutdown_grace_s": 2.0,
             "metrics_addr": "127.0.0.1:0",
-            "feed": {"backoff": {"initial_s": 0.05, "cap_s": 0.5}, "stable_after_s": 2.0},
+            "feed": {"backoff": {"initial_s": 0.05, "cap_s": 0.5}},
             "rest": {"backoff": {"initial_s": 0.05, "cap_s": 0.5}},
             **overrides,
         })
@@ -166,7 +166,7 @@ async def test_daemon_skips_malformed_frames_and_keeps_streaming() -> None:
 
 
 async def test_daemon_bootstraps_through_rest_429_and_503() -> None:
-    config = SimulatorConfig(seed=5, markets=4, groups=0, rate_hz=20.0, rest_429_rate=0.2,
+    config = SimulatorConfig(seed=5, markets=4, groups=0, rate_hz=0.0, rest_429_rate=0.2,
                              rest_503_rate=0.3)
     async with daemon(config) as h:
         await h.wait_for(lambda: len(h.feed.universe.slugs()) == 4

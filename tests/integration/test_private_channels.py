@@ -76,6 +76,10 @@ class PrivateRunner:
         self.advance_s = advance_s
         self.disconnects: list[tuple[str, str]] = []
         self.snapshots = 0
+        self.session_healthy = False
+
+    async def before_connect(self) -> None:
+        pass
 
     async def run_session(self, transport: Transport) -> None:
         self.sessions += 1

@@ -301,6 +301,7 @@ class SynchronizerMachine(RuleBasedStateMachine):
     def rest_snapshot(self, bids: list[PriceLevel], asks: list[PriceLevel]) -> None:
         record = self.sync.on_rest_snapshot(self._snapshot(bids, asks, None))
         self.model = (model_side(bids), model_side(asks))
+        self.model_last_ts = None  # a REST seed restarts the stale check
         assert isinstance(record, Book)
         assert record.ts == record.recv_ts == self.recv_ts
         assert not self.sync.needs_snapshot
@@ -332,6 +333,11 @@ class SynchronizerMachine(RuleBasedStateMachine):
     def request_snapshot(self, reason: str) -> None:
         self.sync.request_snapshot(reason)
         assert (self.sync.needs_snapshot, self.sync.snapshot_reason) == (True, reason)
+
+    @rule()
+    def reset_clock(self) -> None:
+        self.sync.reset_clock()  # a (re)subscribe
+        self.model_last_ts = None
 
     @invariant()
     def held_book_is_last_accepted_full_book(self) -> None:

@@ -94,14 +94,26 @@ def test_sync_rest_seed_emits_full_book_and_clears_needs_snapshot() -> None:
     assert sync.stats.books_emitted == 1
 
 
-def test_sync_rest_seed_does_not_move_last_ts() -> None:
+def test_sync_rest_seed_resets_the_stale_check() -> None:
     sync = BookSynchronizer(MARKET, TOKEN)
     sync.on_update(snap(ts=1_000))
     sync.on_rest_snapshot(rest(recv_ts=999_999))
-    assert sync.last_ts == 1_000
+    assert sync.last_ts is None
     # An exchange time behind the local receive time is still accepted afterwards.
     assert sync.on_update(snap([("0.50", "1")], ts=1_001)) is not None
     assert sync.last_ts == 1_001
+
+
+def test_sync_a_far_future_timestamp_freezes_nothing_after_a_seed_or_reset() -> None:
+    sync = BookSynchronizer(MARKET, TOKEN)
+    sync.on_update(snap(ts=1_767_225_600_000_000))  # epoch microseconds read as ms
+    assert sync.on_update(snap([("0.50", "1")], ts=1_767_225_601_000)) is None  # stale
+    assert sync.stats.stale_dropped == 1
+    sync.reset_clock()
+    assert sync.on_update(snap([("0.50", "1")], ts=1_767_225_601_000)) is not None
+    sync.on_update(snap(ts=1_767_225_600_000_000))
+    sync.on_rest_snapshot(rest())
+    assert sync.on_update(snap([("0.49", "1")], ts=1_767_225_602_000)) is not None
 
 
 def test_sync_rest_seed_ts_prefers_snapshot_ts_when_given() -> None:
@@ -286,8 +298,8 @@ def test_sync_seq_strictly_increases_by_one_per_record() -> None:
     outputs = [
         sync.on_update(snap(ts=1)),
         sync.on_update(snap(ts=1)),  # identical: nothing
-        sync.on_rest_snapshot(rest([("0.4", "1")])),
         sync.on_update(snap(ts=0)),  # stale: nothing
+        sync.on_rest_snapshot(rest([("0.4", "1")])),
         sync.on_update(snap([("0.45", "2")], ts=3)),
         sync.on_rest_snapshot(rest()),
         sync.on_update(snap([("0.3", "2")], [], ts=4)),

@@ -25,7 +25,7 @@ def describe(spec: SinkSpec) -> dict[str, Any]:
     return info
 
 
-DEFAULTS: dict[str, Any] = {"policy": OverflowPolicy.BLOCK, "queue": 10_000, "batch": 512,
+DEFAULTS: dict[str, Any] = {"policy": OverflowPolicy.CONFLATE, "queue": 10_000, "batch": 512,
                             "on_error": "retry"}
 FILE_DEFAULTS: dict[str, Any] = {**DEFAULTS, "type": "FileSink", "max_bytes": None,
                                  "rotate": None, "keep": None}
