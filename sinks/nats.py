@@ -330,6 +330,12 @@ class _NatsLink:
             raise nats.errors.TimeoutError()
         finally:
             if not gathered.done():
+                # Retrieve whatever it ends with (a CancelledError, or an ack error that came
+                # in the meantime), or asyncio logs "_GatheringFuture exception was never
+                # retrieved" at ERROR on every broker outage.
+                gathered.add_done_callback(_consume)
+                for future in futures:
+                    future.add_done_callback(_consume)
                 gathered.cancel()
 
     def _check(self, sent: list[Message], results: list[Any]) -> int:
@@ -366,3 +372,9 @@ def _covers(pattern: str, subject: str) -> bool:
 
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _consume(future: asyncio.Future[Any]) -> None:
+    """Mark a finished future's outcome as seen (nothing else to do with it)."""
+    if not future.cancelled():
+        future.exception()

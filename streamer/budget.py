@@ -95,14 +95,15 @@ class RatePacer:
         started = self._clock()
         async with self._slots:
             waited = self._clock() - started  # for an in-flight slot
-            wait = self._core.reserve(self._clock())
-            if wait > 0:
-                waited += wait
-                await self._sleep(wait)
-            # A 429 seen by another caller while we slept holds us too.
-            while (held := self._core.paused_for(self._clock())) > 0:
-                waited += held
-                await self._sleep(held)
+            while True:
+                wait = self._core.reserve(self._clock())
+                if wait > 0:
+                    waited += wait
+                    await self._sleep(wait)
+                if not self._core.paused_for(self._clock()):
+                    break
+                # A 429 seen by another caller while we slept: take a new turn after the
+                # pause, so the callers it held do not all start at its end together.
             self.acquired += 1
             self.waited_s += waited
             self.in_flight += 1

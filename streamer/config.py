@@ -74,9 +74,11 @@ class RestSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Shared REST pace (every caller): requests in flight at once (venue documents 2)."""
     min_interval_s: float = 0.33
     """Shared REST pace: least time between two request starts (venue documents 300 ms)."""
-    seed_backoff: Backoff = Backoff(initial_s=2.0, factor=2.0, cap_s=60.0, jitter=0.2)
-    """Per-market delays before retrying a failed seed, or re-seeding a book that stays
-    crossed; a seed is never given up."""
+    seed_backoff: Backoff = Backoff(initial_s=0.5, factor=2.0, cap_s=2.0, jitter=0.2)
+    """Per-market delays before retrying a failed seed (never given up). Short: the shared
+    pace already bounds what the venue sees, this only spreads retries across markets."""
+    crossed_backoff: Backoff = Backoff(initial_s=2.0, factor=2.0, cap_s=60.0, jitter=0.2)
+    """Per-market delays between REST re-seeds of a book that stays crossed."""
 
 
 class HealthSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -240,7 +242,8 @@ def _validate(s: Settings) -> None:
     if s.health.audit_interval_s < 0 or s.health.audit_sample < 0:
         raise ConfigError("health: audit_interval_s and audit_sample must be >= 0")
     for name, b in (("feed.backoff", s.feed.backoff), ("rest.backoff", s.rest.backoff),
-                    ("rest.seed_backoff", s.rest.seed_backoff)):
+                    ("rest.seed_backoff", s.rest.seed_backoff),
+                    ("rest.crossed_backoff", s.rest.crossed_backoff)):
         if not (b.initial_s > 0 and b.factor >= 1 and b.cap_s >= b.initial_s and 0 <= b.jitter < 1):
             raise ConfigError(
                 f"{name}: need initial_s > 0, factor >= 1, cap_s >= initial_s, 0 <= jitter < 1"

@@ -177,7 +177,7 @@ class Feed:
         self.universe = universe
         self.stats = FeedStats()
         self.on_market_event = on_market_event
-        self.seeds = SeedQueue(settings.rest.seed_backoff)
+        self.seeds = SeedQueue(settings.rest.seed_backoff, settings.rest.crossed_backoff)
         self._inflight: set[str] = set()
         self.session_healthy = False
         """The current (or last) session joined the namespace and delivered an event."""
@@ -540,7 +540,7 @@ class Feed:
             return
         before = entry.sync.stats.applied
         try:
-            payload = await self._rest.orderbook(slug)
+            payload = await self._rest.orderbook(slug, attempts=1)
         except RestError as exc:
             self.stats.seed_failures += 1
             if self.universe.get(slug) is None:

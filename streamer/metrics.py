@@ -27,6 +27,9 @@ feed_frames_rejected_total                        counter
 feed_invalid_books_total                          counter
 feed_unknown_market_total                         counter
 feed_foreign_token_total                          counter
+feed_clock_skew_total                             counter  (timestamps not used for ordering)
+feed_exceptions_total                             counter  (venue ``exception`` events)
+feed_sink_blocked_total                           counter  (sessions closed for a full block sink)
 records_emitted_total                             counter  type (book, book_delta, …)
 book_updates_total                                counter  (WS books, all markets)
 book_identical_suppressed_total                   counter
@@ -35,6 +38,8 @@ book_crossed_total                                counter
 book_seeds_total                                  counter  reason (REST (re-)seeds)
 book_seeds_superseded_total                       counter
 book_seed_failures_total                          counter
+book_seeds_skipped_total                          counter  (a WS book made the REST call moot)
+book_seeds_pending                                gauge    (markets waiting for a REST book)
 book_checks_total                                 counter  (staleness probes + audits done)
 book_checks_quiet_total                           counter  (probes: book unchanged, quiet)
 book_divergences_total                            counter  reason (stale_probe, audit)
@@ -509,6 +514,12 @@ class StatsCollector(Collector):
                           s.unknown_market)
         yield self._plain("feed_foreign_token", "Books for another token of a followed market.",
                           s.foreign_token)
+        yield self._plain("feed_clock_skew", "Books whose exchange timestamp was too far from "
+                          "the local clock to order by (applied, stamped locally).",
+                          s.clock_skew)
+        yield self._plain("feed_exceptions", "The venue's exception events.", s.exceptions)
+        yield self._plain("feed_sink_blocked", "Sessions closed on purpose because a block "
+                          "sink's queue was full.", s.sink_blocked)
         c = _counter("book_seeds", "REST (re-)seeds applied, by reason.", ["reason"])
         _by_label(c, s.seeds)
         yield c
@@ -517,6 +528,13 @@ class StatsCollector(Collector):
                           s.seeds_superseded)
         yield self._plain("book_seed_failures", "REST seed fetches that failed (retried).",
                           s.seed_failures)
+        yield self._plain("book_seeds_skipped", "Pending REST seeds dropped before the call: "
+                          "a full WebSocket book arrived first.", s.seeds_skipped)
+        seeds = getattr(self._m.feed, "seeds", None)
+        if seeds is not None:
+            g = _gauge("book_seeds_pending", "Markets waiting for a REST book.")
+            g.add_metric([], float(len(seeds)))
+            yield g
         yield self._plain("book_checks", "Held books compared with REST (staleness probes "
                           "and audits).", s.probes)
         yield self._plain("book_checks_quiet", "Staleness probes that found the book "

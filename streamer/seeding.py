@@ -41,15 +41,19 @@ class SeedQueue:
     """Markets owed a REST book, with per-market backoff; pure.
 
     Args:
-        backoff: per-market delays after a failed seed or a repeated crossed book.
+        backoff: per-market delays after a failed seed.
+        crossed_backoff: per-market delays between re-seeds of a book that stays crossed
+            (``backoff`` if omitted).
         rng: randomness of the jitter (tests pass a seeded one).
 
     Attributes:
         pending: slug -> what is wanted (reason, last verification, earliest start).
     """
 
-    def __init__(self, backoff: Backoff, rng: random.Random | None = None) -> None:
+    def __init__(self, backoff: Backoff, crossed_backoff: Backoff | None = None,
+                 rng: random.Random | None = None) -> None:
         self._backoff = backoff
+        self._crossed_backoff = crossed_backoff or backoff
         self._rng = rng or random.Random()
         self.pending: dict[str, _Want] = {}
         self._failures: dict[str, Iterator[float]] = {}
@@ -82,7 +86,7 @@ class SeedQueue:
             return
         delays = self._crossed.get(slug)
         if delays is None:
-            self._crossed[slug] = self._backoff.delays(self._rng)
+            self._crossed[slug] = self._crossed_backoff.delays(self._rng)
             not_before = now
         else:
             not_before = now + next(delays)

@@ -103,6 +103,15 @@ class SimulatorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         allowance_retry_429: the first N retry POSTs of each profile answer 429.
         allowance_retry_after_s: ``retryAfterSeconds`` of those 429s.
         allowance_retry_409: the next N retry POSTs answer 409 (retry already running).
+        trading_markets: only the first N CLOB books trade (random walk); the others are
+            quiet: they change only through :meth:`Exchange.change_silently`. ``None``: all.
+        rest_max_in_flight: the venue's documented per-token limit of concurrent REST
+            requests; more are answered 429 (``None``: unlimited).
+        rest_min_interval_ms: the documented least time between a token's requests; a
+            request sooner than that after the previous one is answered 429.
+        rest_latency_ms: time the REST server takes to answer (so requests overlap).
+        unknown_events: the noise frames may include an event the venue does not have
+            (``marketStats``); off by default, since the real venue sends none.
     """
 
     seed: int = 1
@@ -136,6 +145,11 @@ class SimulatorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     allowance_retry_429: int = 0
     allowance_retry_after_s: int = 2
     allowance_retry_409: int = 0
+    trading_markets: int | None = None
+    rest_max_in_flight: int | None = None
+    rest_min_interval_ms: int | None = None
+    rest_latency_ms: int = 0
+    unknown_events: bool = False
 
     def __post_init__(self) -> None:
         _check(0 <= self.shift_p <= 0.15, "shift_p must be in [0, 0.15]")
@@ -352,6 +366,9 @@ class Exchange:
         self._books: dict[str, _Book] = {}
         self._amms: dict[str, _Amm] = {}
         self._walkable: list[str] = []
+        self._book_count = 0
+        self._delisted: dict[str, bool] = {}
+        """Delisted slug -> whether it traded (to restore on relisting)."""
         self._build()
 
     # -- construction -----------------------------------------------------------------
@@ -464,7 +481,10 @@ class Exchange:
             if self._rng.random() < 0.7:
                 book.last_trade = self._rng.choice((book.best_bid(), book.best_ask()))
             self._books[market.slug] = book
-            self._walkable.append(market.slug)
+            self._book_count += 1
+            trading = self._config.trading_markets
+            if trading is None or self._book_count <= trading:
+                self._walkable.append(market.slug)
 
     def _initial_mid(self) -> int:
         margin = 3 * self._config.levels + 5
@@ -633,16 +653,47 @@ class Exchange:
         return [self._markets[slug] for slug in self._top]
 
     def active_markets(self) -> list[Market]:
-        """Top-level markets that are not resolved, in listing order."""
-        return [m for m in self.markets() if m.active]
+        """Top-level listed markets that are not resolved, in listing order."""
+        return [m for m in self.markets() if m.active and m.slug not in self._delisted]
 
     def market(self, slug: str) -> Market | None:
-        """Any market by slug, group children included."""
-        return self._markets.get(slug)
+        """Any listed market by slug, group children included (None if delisted)."""
+        return None if slug in self._delisted else self._markets.get(slug)
 
     def book_slugs(self) -> list[str]:
-        """Slugs of every active market with a book (single CLOB markets and group children)."""
-        return [s for s, m in self._markets.items() if m.has_book and m.active]
+        """Slugs of every active listed market with a book (singles and group children)."""
+        return [s for s, m in self._markets.items()
+                if m.has_book and m.active and s not in self._delisted]
+
+    def quiet_slugs(self) -> list[str]:
+        """Listed active books that do not trade (see ``trading_markets``)."""
+        walkable = set(self._walkable)
+        return [s for s in self.book_slugs() if s not in walkable]
+
+    def delist(self, slug: str) -> None:
+        """Take a market off the venue: 404 on REST, no more updates, until :meth:`relist`."""
+        if slug in self._delisted or slug not in self._markets:
+            raise KeyError(slug)
+        trading = slug in self._walkable
+        if trading:
+            self._walkable.remove(slug)
+        self._delisted[slug] = trading
+
+    def relist(self, slug: str) -> None:
+        """Undo :meth:`delist`."""
+        if self._delisted.pop(slug):
+            self._walkable.append(slug)
+
+    def change_silently(self, slug: str, now_ms: int) -> None:
+        """Change a book without any event (a quiet market that changed while nobody
+        listened): only a REST fetch can tell."""
+        book = self._books[slug]
+        before = (dict(book.bids), dict(book.asks))
+        for _ in range(20):
+            self._walk(book)
+            if (book.bids, book.asks) != before:
+                break
+        book.ts = now_ms if book.ts is None else max(book.ts, now_ms)
 
     def amm_addresses(self) -> list[str]:
         """Contract addresses of the active AMM markets."""

@@ -254,6 +254,9 @@ class RestStats:
         statuses: responses per status code.
         auth_ok: authenticated requests, by identity (``hmac``, ``api_key``).
         auth_failures: private requests refused, by reason (``bad_signature`` …).
+        rate_limited: requests answered 429 for breaking the documented limits (too many
+            in flight, or too soon after the previous one), by which limit.
+        max_in_flight: most requests of one token served at once.
     """
 
     connections: int = 0
@@ -261,6 +264,8 @@ class RestStats:
     statuses: Counter[int] = field(default_factory=Counter)
     auth_ok: Counter[str] = field(default_factory=Counter)
     auth_failures: Counter[str] = field(default_factory=Counter)
+    rate_limited: Counter[str] = field(default_factory=Counter)
+    max_in_flight: int = 0
 
     @property
     def total_requests(self) -> int:
@@ -466,9 +471,13 @@ class RestServer:
         stats: counters (connections).
     """
 
-    def __init__(self, handler: RestHandler, stats: RestStats) -> None:
+    def __init__(self, handler: RestHandler, stats: RestStats,
+                 config: SimulatorConfig | None = None) -> None:
         self._handler = handler
         self._stats = stats
+        self._config = config if config is not None else SimulatorConfig()
+        self._in_flight: Counter[str] = Counter()
+        self._last_start: dict[str, float] = {}
 
     async def serve(
         self,
@@ -508,9 +517,7 @@ class RestServer:
         else:
             request_headers = {k.decode("latin-1"): v.decode("latin-1")
                                for k, v in request.headers}
-            status, body = self._handler.handle(
-                request.method.decode(), request.target.decode(), request_headers, received
-            )
+            status, body = await self._limited(request, request_headers, received)
         headers = [
             ("content-type", "application/json; charset=utf-8"),
             ("content-length", str(len(body))),
@@ -519,6 +526,38 @@ class RestServer:
         head = conn.send(h11.Response(status_code=status, headers=headers, reason=reason))
         await stream.send(head + conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage()))
         return conn.our_state is h11.DONE and conn.their_state is h11.DONE
+
+
+    async def _limited(self, request: h11.Request, headers: dict[str, str],
+                       received: bytes) -> Reply:
+        """The documented per-token limits (2 in flight, 300 ms apart), then the handler."""
+        config = self._config
+        token = headers.get("lmts-api-key") or headers.get("x-api-key") or "anonymous"
+        now = anyio.current_time()
+        last = self._last_start.get(token)
+        self._last_start[token] = now
+        limit = None
+        if config.rest_max_in_flight is not None and (
+                self._in_flight[token] >= config.rest_max_in_flight):
+            limit = "in_flight"
+        elif (config.rest_min_interval_ms is not None and last is not None
+              and (now - last) * 1000 < config.rest_min_interval_ms):
+            limit = "interval"
+        if limit is not None:
+            self._stats.rate_limited[limit] += 1
+            self._stats.statuses[429] += 1
+            return 429, JSON_ENCODER.encode({"statusCode": 429, "message": "Too Many Requests",
+                                             "retryAfterSeconds": 1})
+        self._in_flight[token] += 1
+        self._stats.max_in_flight = max(self._stats.max_in_flight, self._in_flight[token])
+        try:
+            if config.rest_latency_ms:
+                await anyio.sleep(config.rest_latency_ms / 1000)
+            return self._handler.handle(
+                request.method.decode(), request.target.decode(), headers, received
+            )
+        finally:
+            self._in_flight[token] -= 1
 
 
 async def _read_body(conn: h11.Connection, stream: anyio.abc.SocketStream) -> bytes | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -13,7 +14,7 @@ import msgspec
 
 from streamer.simulator.account import Account
 from streamer.simulator.exchange import Exchange, Market, SimulatorConfig
-from streamer.simulator.rest import RestHandler, RestServer, RestStats
+from streamer.simulator.rest import Quirks, RestHandler, RestServer, RestStats, orderbook_payload
 from streamer.simulator.ws import SocketIOHub, WsStats
 
 __all__ = ["Simulator", "SimulatorAddress", "SimulatorStats"]
@@ -92,7 +93,7 @@ class Simulator:
         self.account = Account(self.config, self.exchange)
         handler = RestHandler(self.config, self.exchange, self.stats.rest, account=self.account,
                               clock=clock)
-        self._rest = RestServer(handler, self.stats.rest)
+        self._rest = RestServer(handler, self.stats.rest, self.config)
         self._hub = SocketIOHub(self.config, self.stats.ws, clock=clock)
 
     def _now_ms(self) -> int:
@@ -195,6 +196,31 @@ class Simulator:
         event = self.exchange.resolve_market(slug, self._now_ms())
         self._hub.publish([event])
         return event.market
+
+    def delist(self, slug: str) -> None:
+        """Take a market off the venue (404 on REST, no updates) until :meth:`relist`."""
+        self.exchange.delist(slug)
+
+    def relist(self, slug: str) -> None:
+        """Put a delisted market back."""
+        self.exchange.relist(slug)
+
+    def change_quiet_books(self) -> list[str]:
+        """Change every quiet book without any event; returns their slugs."""
+        slugs = self.exchange.quiet_slugs()
+        for slug in slugs:
+            self.exchange.change_silently(slug, self._now_ms())
+        return slugs
+
+    def push_book(self, slug: str, timestamp: object) -> int:
+        """Push ``slug``'s current book now with the given ``timestamp`` field (e.g. an
+        epoch in microseconds); returns how many sockets got it."""
+        view = self.exchange.book_view(slug)
+        payload = {"marketSlug": slug,
+                   "orderbook": orderbook_payload(view, Quirks(False, random.Random(0)),
+                                                  rest=False),
+                   "timestamp": timestamp}
+        return self._hub.publish_frame(slug, "orderbookUpdate", payload)
 
     def subscriptions(self) -> list[frozenset[str]]:
         """The market-slug subscription of every open socket."""

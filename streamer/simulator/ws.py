@@ -476,6 +476,14 @@ class SocketIOHub:
             for session in targets:
                 self._push(session, event.name, event.payload, frame)
 
+    def publish_frame(self, slug: str, name: str, payload: Any) -> int:
+        """Push one hand-made event to the sockets subscribed to ``slug``; returns how many."""
+        frame = event_frame(name, payload)
+        targets = [s for s in self._sessions if s.joined and slug in s.slugs]
+        for session in targets:
+            self._enqueue(session, frame)
+        return len(targets)
+
     @property
     def private_subscribers(self) -> int:
         """Open sockets with at least one private subscription."""
@@ -503,7 +511,7 @@ class SocketIOHub:
             self._enqueue(session, self._noise())
 
     def _noise(self) -> str:
-        if self._rng.random() < 0.5:
+        if not self._config.unknown_events or self._rng.random() < 0.5:
             return event_frame("system", {"message": "Simulator heartbeat notice"})
         return event_frame("marketStats", {"openMarkets": len(self._sessions), "note": "unknown"})
 

@@ -279,8 +279,14 @@ class RestClient:
         self._remember(result)
         return result
 
-    async def orderbook(self, slug: str) -> OrderbookPayload:
+    async def orderbook(self, slug: str, *, attempts: int | None = None) -> OrderbookPayload:
         """Fetch the YES-token book of one market (``GET /markets/{slug}/orderbook``).
+
+        Args:
+            slug: the market.
+            attempts: for this call, the attempts instead of the policy's (the feed's
+                seed queue passes 1: it retries a failed seed itself, per market, without
+                holding a seeder while it waits).
 
         Raises:
             RestError: after retries, on a non-retryable status, or on an invalid body.
@@ -290,6 +296,7 @@ class RestClient:
             f"/markets/{_quote(slug)}/orderbook",
             endpoint=ENDPOINT_ORDERBOOK,
             decoder=ORDERBOOK_DECODER,
+            max_attempts=attempts,
         )
 
     def venue(self, slug: str) -> Venue | None:
@@ -317,6 +324,7 @@ class RestClient:
         body: bytes | None = None,
         decoder: msgspec.json.Decoder[T],
         retry_statuses: Collection[int] | None = None,
+        max_attempts: int | None = None,
     ) -> T:
         """Send one request with retries and decode a 2xx body.
 
@@ -330,6 +338,7 @@ class RestClient:
             retry_statuses: for this call only, the statuses retried instead of the
                 policy's (``()``: every non-2xx comes straight back as
                 :class:`RestStatusError`; transport errors are still retried).
+            max_attempts: for this call only, the attempts instead of the policy's.
 
         Returns:
             The decoded body.
@@ -343,7 +352,7 @@ class RestClient:
         url = self._url(path, endpoint)
         target = url.raw_path.decode("ascii")  # the request-line target httpx sends
         delays = self._retry.backoff.delays()
-        attempts = self._retry.max_attempts
+        attempts = self._retry.max_attempts if max_attempts is None else max(1, max_attempts)
         statuses = self._retry.retry_statuses if retry_statuses is None else retry_statuses
         for attempt in range(1, attempts + 1):
             outcome = await self._send_once(method, url, target, endpoint, body, attempt, statuses)
