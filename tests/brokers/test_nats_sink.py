@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import gc
-
 import itertools
 import logging
 from collections.abc import Iterator, Sequence
