@@ -178,6 +178,7 @@ def _cmd_run(ns: argparse.Namespace, env: Mapping[str, str]) -> int:
 
     settings = load_settings(ns.config, _overrides(ns))
     credentials = load_credentials(env, settings)
+    preflight_sinks(settings)
     setup_logging(settings.log_level, settings.log_format, env=env)
     logger.info("limitless-streamer %s starting: api %s, ws %s, sinks %s", __version__,
                 settings.api_url, settings.ws_url, ", ".join(settings.sinks))
@@ -231,6 +232,7 @@ def _cmd_demo(ns: argparse.Namespace) -> int:
                                    "after_submit_s": 1.0, "conflict_wait_s": 1.0}
     # Validate before starting anything (placeholder URLs; the real ones come below).
     checked = load_settings(None, {**overrides, "all_markets": True})
+    preflight_sinks(checked)
     setup_logging(checked.log_level, checked.log_format)
 
     async def demo() -> None:
@@ -247,6 +249,26 @@ def _cmd_demo(ns: argparse.Namespace) -> int:
             tg.cancel_scope.cancel()
 
     return _run_guarded(demo)
+
+
+def preflight_sinks(settings: Any) -> None:
+    """Startup checks of the sinks' local resources (file sinks: can the file be written?).
+
+    A missing or read-only directory found here exits 2; the same failure later, at run
+    time, is retried under the sink's policy instead.
+
+    Raises:
+        ConfigError: ``sinks: <sink>: <problem>``.
+    """
+    from sinks.base import SinkConfigError
+    from sinks.file import FileSink
+
+    for spec in settings.sink_specs():
+        if isinstance(spec.sink, FileSink):
+            try:
+                spec.sink.preflight()
+            except SinkConfigError as exc:
+                raise ConfigError(f"sinks: {exc}") from None
 
 
 def _demo_credentials() -> tuple[Any, Any]:

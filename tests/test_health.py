@@ -14,8 +14,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+from streamer.addr import parse_addr
+from streamer.errors import ConfigError
 from streamer.feed import FeedStats
-from streamer.health import HttpApp, parse_addr, serve_http
+from streamer.health import HttpApp, serve_http
 from streamer.metrics import Metrics
 from streamer.universe import Universe
 from tests.test_metrics import FakeFeed, add_market
@@ -201,6 +203,6 @@ async def test_serve_http_reports_address_in_use() -> None:
     metrics = fresh()
     async with anyio.create_task_group() as tg:
         port = await tg.start(partial(serve_http, "127.0.0.1:0", metrics, Switch()))
-        with pytest.raises(OSError):
+        with pytest.raises(ConfigError, match=rf"--metrics-addr 127\.0\.0\.1:{port}: .*in use"):
             await serve_http(f"127.0.0.1:{port}", metrics, Switch())
         tg.cancel_scope.cancel()

@@ -65,5 +65,30 @@ def test_tail_command_exit_status(tmp_path: Path, capsys: pytest.CaptureFixture[
     _write(bad, records[:5] + records[6:])
     assert main(["tail", "--quiet", f"file:{good}"]) == 0
     assert main(["tail", "--quiet", "--summary", f"file:{bad}"]) == 1
-    assert "OUT OF SYNC" in capsys.readouterr().err
+    assert "OUT OF SYNC" in capsys.readouterr().out
     assert main(["tail", "gopher://x"]) == 2
+
+
+def test_tail_missing_file_exits_2_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "nope.ndjson"
+    assert main(["tail", f"file:{missing}"]) == 2
+    assert main(["tail", str(missing)]) == 2
+    assert main(["tail", str(tmp_path)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 3, lines
+    assert all(str(tmp_path) in line and "Traceback" not in line for line in lines)
+    assert "No such file" in lines[0] and "directory" in lines[2]
+
+
+def test_tail_accepts_a_bare_path_and_prints_the_summary_to_stdout(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    records, _ = _records()
+    path = tmp_path / "good.ndjson"
+    _write(path, records)
+    assert main(["tail", "--quiet", "--summary", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert "m: seq 29, in sync" in out
+    assert err == ""
