@@ -191,7 +191,8 @@ class FileSink:
             keep = _end_of_last_line(handle, size)
             handle.truncate(keep)
         logger.warning("%s: dropped %d bytes of a torn last line at offset %d",
-                       self.path, size - keep, keep)
+                       self.path, size - keep, keep,
+                       extra={"sink": self.name, "path": self.path, "reason": "torn_line"})
 
     def _write_sync(self, data: bytearray) -> None:
         file = self._prepare(len(data))
@@ -230,7 +231,9 @@ class FileSink:
         except OSError as exc:
             # The torn tail stays on disk; closing forces a reopen, which repairs it.
             logger.error("%s: cannot truncate back to %d bytes after a failed write: %s",
-                         self.path, start, exc)
+                         self.path, start, exc,
+                         extra={"sink": self.name, "path": self.path,
+                                "reason": type(exc).__name__})
             self._close_sync()
 
     def _maybe_rotate(self, incoming: int) -> None:
@@ -249,7 +252,8 @@ class FileSink:
         self._close_sync()
         target = _free_name(f"{self.path}.{time.strftime(ROTATED_STAMP_FORMAT, time.gmtime(now))}")
         os.rename(self.path, target)
-        logger.info("%s: rotated to %s", self.path, target)
+        logger.info("%s: rotated to %s", self.path, target,
+                    extra={"sink": self.name, "path": target, "reason": "rotated"})
         self._open_sync()
         self._prune()
 
@@ -264,7 +268,9 @@ class FileSink:
             try:
                 os.remove(os.path.join(directory, entry))
             except OSError as exc:
-                logger.warning("%s: cannot remove old rotated file %s: %s", self.path, entry, exc)
+                logger.warning("%s: cannot remove old rotated file %s: %s", self.path, entry, exc,
+                               extra={"sink": self.name, "path": entry,
+                                      "reason": type(exc).__name__})
 
     def _close_sync(self) -> None:
         file, self._file = self._file, None

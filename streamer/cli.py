@@ -280,7 +280,8 @@ def _cmd_run(ns: argparse.Namespace, env: Mapping[str, str]) -> int:
     preflight_sinks(settings)
     setup_logging(settings.log_level, settings.log_format, env=env)
     logger.info("limitless-streamer %s starting: api %s, ws %s, sinks %s", __version__,
-                settings.api_url, settings.ws_url, ", ".join(settings.sinks))
+                settings.api_url, settings.ws_url, ", ".join(settings.sinks),
+                extra={"url": settings.api_url, "sink": ", ".join(settings.sinks)})
     return _run_guarded(lambda: app.run(settings, credentials))
 
 
@@ -308,7 +309,7 @@ def _cmd_simulate(ns: argparse.Namespace, env: Mapping[str, str]) -> int:
                 partial(sim.run, host=ns.host, rest_port=ns.rest_port, ws_port=ns.ws_port)
             )
             logger.info("simulator ready: --api-url %s --ws-url %s", address.api_url,
-                        address.ws_url)
+                        address.ws_url, extra={"url": address.api_url})
             sys.stderr.flush()
             await _wait_for_stop_signal()
             tg.cancel_scope.cancel()
@@ -451,5 +452,6 @@ def _exit_code(exc: BaseException) -> int:
             return EXIT_USAGE
     if all(isinstance(leaf, KeyboardInterrupt) for leaf in leaves):
         return EXIT_OK
-    logger.critical("fatal error, exiting: %r", leaves[0], exc_info=leaves[0])
+    logger.critical("fatal error, exiting: %r", leaves[0], exc_info=leaves[0],
+                    extra={"reason": type(leaves[0]).__name__})
     return EXIT_FAILURE

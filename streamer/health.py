@@ -147,8 +147,9 @@ async def serve_http(
         raise bind_error("--metrics-addr", host, port, exc, field="metrics_addr") from None
     async with listener:
         bound = int(listener.extra(SocketAttribute.local_port))
-        logger.info("metrics and health endpoint listening on %s:%d",
-                    host if host is not None else "*", bound)
+        shown = f"{host if host is not None else '*'}:{bound}"
+        logger.info("metrics and health endpoint listening on %s", shown,
+                    extra={"url": f"http://{shown}/metrics"})
         task_status.started(bound)
 
         async def handle(stream: SocketStream) -> None:
