@@ -91,6 +91,7 @@ def test_parse_addr_rejects_malformed(addr: str) -> None:
 # -- over loopback ----------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 @pytest.mark.anyio
 async def test_serve_http_healthz_and_readyz_flip() -> None:
     switch = Switch()
@@ -105,6 +106,7 @@ async def test_serve_http_healthz_and_readyz_flip() -> None:
         assert (await client.get("/readyz")).status_code == 503
 
 
+@pytest.mark.integration
 @pytest.mark.anyio
 async def test_serve_http_readyz_follows_the_bound_feed() -> None:
     metrics, feed = fresh(), FakeFeed(FeedStats(), Universe())
@@ -121,6 +123,7 @@ async def test_serve_http_readyz_follows_the_bound_feed() -> None:
         assert (await client.get("/readyz")).status_code == 503
 
 
+@pytest.mark.integration
 @pytest.mark.anyio
 async def test_serve_http_metrics_values_move_between_scrapes() -> None:
     metrics, feed = fresh(), FakeFeed()
@@ -141,6 +144,7 @@ async def test_serve_http_metrics_values_move_between_scrapes() -> None:
         assert frames(second.text) - frames(first.text) == 42
 
 
+@pytest.mark.integration
 @pytest.mark.anyio
 async def test_serve_http_negotiates_openmetrics_gzip_and_head() -> None:
     async with serving(fresh()) as client:
@@ -156,6 +160,7 @@ async def test_serve_http_negotiates_openmetrics_gzip_and_head() -> None:
         assert int(head.headers["content-length"]) > 0
 
 
+@pytest.mark.integration
 @pytest.mark.anyio
 async def test_serve_http_answers_garbage_with_400_and_keeps_serving() -> None:
     metrics = fresh()
@@ -177,6 +182,7 @@ async def test_serve_http_answers_garbage_with_400_and_keeps_serving() -> None:
         tg.cancel_scope.cancel()
 
 
+@pytest.mark.integration
 @pytest.mark.anyio
 async def test_serve_http_gzip_body_is_valid() -> None:
     metrics = fresh()
@@ -198,6 +204,7 @@ async def test_serve_http_gzip_body_is_valid() -> None:
         tg.cancel_scope.cancel()
 
 
+@pytest.mark.integration
 @pytest.mark.anyio
 async def test_serve_http_reports_address_in_use() -> None:
     metrics = fresh()
