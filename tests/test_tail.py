@@ -92,3 +92,24 @@ def test_tail_accepts_a_bare_path_and_prints_the_summary_to_stdout(
     out, err = capsys.readouterr()
     assert "m: seq 29, in sync" in out
     assert err == ""
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("url", ["nats://127.0.0.1:{port}/books?stream=B",
+                                 "redis://user:hunter2pw@127.0.0.1:{port}/0?stream=b"])
+def test_tail_unreachable_broker_exits_2_in_one_line(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["tail", url.format(port=_closed_port())]) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "cannot read" in lines[0], err
+    assert "Traceback" not in err and "hunter2pw" not in err
