@@ -154,7 +154,22 @@ async def run_tail(url: str, *, follow: bool, quiet: bool, show_summary: bool,
                    limit: int | None) -> int:
     """The ``tail`` command; returns the exit status."""
     source = open_source(url, follow=follow)
-    report = await tail(source, out=None if quiet else sys.stdout, err=sys.stderr, limit=limit)
-    if show_summary:
-        sys.stdout.write(summary(report))
+    try:
+        report = await tail(source, out=None if quiet else sys.stdout, err=sys.stderr,
+                            limit=limit)
+        if show_summary:
+            sys.stdout.write(summary(report))
+            sys.stdout.flush()
+    except BrokenPipeError:  # the reader went away (`| head`): done, like the daemon
+        _silence_stdout()
+        return 0
     return 1 if report.gaps else 0
+
+
+def _silence_stdout() -> None:
+    """Point fd 1 at /dev/null so the interpreter's final flush does not fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)

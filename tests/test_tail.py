@@ -113,3 +113,24 @@ def test_tail_unreachable_broker_exits_2_in_one_line(
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "cannot read" in lines[0], err
     assert "Traceback" not in err and "hunter2pw" not in err
+
+
+@pytest.mark.integration
+def test_tail_into_a_closed_pipe_exits_0_quietly(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    records, _ = _records()
+    path = tmp_path / "e.ndjson"
+    _write(path, records * 200)  # more than a pipe buffer
+    result = subprocess.run(f"{sys.executable} -m streamer tail {path} | head -n 1",
+                            shell=True, capture_output=True, timeout=60,
+                            executable="/bin/bash")
+    assert result.stdout.count(b"\n") == 1
+    assert b"Traceback" not in result.stderr and b"BrokenPipe" not in result.stderr
+    status = subprocess.run(
+        f"set -o pipefail; {sys.executable} -m streamer tail --quiet {path} | head -c0; "
+        f"{sys.executable} -m streamer tail {path} | head -n 1 >/dev/null; "
+        "echo ${PIPESTATUS[0]}",
+        shell=True, capture_output=True, timeout=60, executable="/bin/bash")
+    assert status.stdout.strip().splitlines()[-1] == b"0", status.stderr
