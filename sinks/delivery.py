@@ -247,6 +247,7 @@ class SpooledSink:
         self._backoff = backoff or reconnect_backoff
         self._delays: Iterator[float] | None = None
         self._next_attempt = 0.0
+        self._attempt = 0  # reconnect attempts scheduled in this outage (for the logs)
         self._replay_slice_s = replay_slice_s
         self._spool_opened = False
         self._full_logged = False
@@ -272,7 +273,7 @@ class SpooledSink:
             logger.warning("sink %s: broker unavailable at start, spooling; retrying in %.1fs: %s",
                            self.name, delay, exc,
                            extra={"sink": self.name, "delay_s": round(delay, 3),
-                                  "reason": "broker_unavailable"})
+                                  "attempt": self._attempt, "reason": "broker_unavailable"})
         else:
             self._connected()
 
@@ -386,7 +387,7 @@ class SpooledSink:
             delay = self._schedule_retry()
             logger.debug("sink %s: reconnect failed, next try in %.1fs: %s", self.name, delay,
                          exc, extra={"sink": self.name, "delay_s": round(delay, 3),
-                                     "reason": "broker_unavailable"})
+                                     "attempt": self._attempt, "reason": "broker_unavailable"})
             return False
         self._connected()
         return True
@@ -407,13 +408,15 @@ class SpooledSink:
         logger.warning("sink %s: broker unavailable, %s; reconnecting in %.1fs: %s", self.name,
                        "spooling" if self.spool is not None else "retrying", delay, exc,
                        extra={"sink": self.name, "delay_s": round(delay, 3),
-                              "reason": "broker_unavailable"})
+                              "attempt": self._attempt, "reason": "broker_unavailable"})
 
     def _schedule_retry(self) -> float:
         """Set the time of the next reconnect attempt; returns the delay until then."""
         self.stats.connected = False
         if self._delays is None:
             self._delays = self._backoff()
+            self._attempt = 0
+        self._attempt += 1
         delay = next(self._delays)
         self._next_attempt = anyio.current_time() + delay
         return delay
