@@ -247,6 +247,7 @@ class SpooledSink:
         self._backoff = backoff or reconnect_backoff
         self._delays: Iterator[float] | None = None
         self._next_attempt = 0.0
+        self._attempt = 0  # reconnect attempts scheduled in this outage (for the logs)
         self._replay_slice_s = replay_slice_s
         self._spool_opened = False
         self._full_logged = False
@@ -268,8 +269,11 @@ class SpooledSink:
         except LinkDown as exc:
             if self.spool is None:
                 raise SinkUnavailable(self.name, str(exc)) from exc
-            logger.warning("sink %s: broker unavailable at start, spooling: %s", self.name, exc)
-            self._schedule_retry()
+            delay = self._schedule_retry()
+            logger.warning("sink %s: broker unavailable at start, spooling; retrying in %.1fs: %s",
+                           self.name, delay, exc,
+                           extra={"sink": self.name, "delay_s": round(delay, 3),
+                                  "attempt": self._attempt, "reason": "broker_unavailable"})
         else:
             self._connected()
 
@@ -322,14 +326,16 @@ class SpooledSink:
         try:
             await self._final_replay()
         except SinkUnavailable as exc:
-            logger.warning("sink %s: final replay failed: %s", self.name, exc)
+            logger.warning("sink %s: final replay failed: %s", self.name, exc,
+                           extra={"sink": self.name, "reason": "final_replay_failed"})
         await self.link.close()
         self.stats.connected = False
         if self.spool is not None:
             try:
                 await self.spool.aclose()
             except OSError as exc:
-                logger.warning("sink %s: closing the spool failed: %s", self.name, exc)
+                logger.warning("sink %s: closing the spool failed: %s", self.name, exc,
+                               extra={"sink": self.name, "reason": type(exc).__name__})
 
     # -- internals ------------------------------------------------------------------------
 
@@ -378,8 +384,10 @@ class SpooledSink:
         try:
             await self.link.connect()
         except LinkDown as exc:
-            logger.debug("sink %s: reconnect failed: %s", self.name, exc)
-            self._schedule_retry()
+            delay = self._schedule_retry()
+            logger.debug("sink %s: reconnect failed, next try in %.1fs: %s", self.name, delay,
+                         exc, extra={"sink": self.name, "delay_s": round(delay, 3),
+                                     "attempt": self._attempt, "reason": "broker_unavailable"})
             return False
         self._connected()
         return True
@@ -388,23 +396,30 @@ class SpooledSink:
         if self._delays is not None:
             pending = self.spool.pending if self.spool is not None else 0
             logger.info("sink %s: broker is back; %d spooled records to replay", self.name,
-                        pending)
+                        pending, extra={"sink": self.name, "records": pending})
         self.stats.connected = True
         self._delays = None
 
     async def _lost(self, exc: LinkDown) -> None:
         self.stats.outages += 1
-        logger.warning("sink %s: broker unavailable, %s: %s", self.name,
-                       "spooling" if self.spool is not None else "retrying", exc)
         await self.link.close()
         self.stats.connected = False
-        self._schedule_retry()
+        delay = self._schedule_retry()
+        logger.warning("sink %s: broker unavailable, %s; reconnecting in %.1fs: %s", self.name,
+                       "spooling" if self.spool is not None else "retrying", delay, exc,
+                       extra={"sink": self.name, "delay_s": round(delay, 3),
+                              "attempt": self._attempt, "reason": "broker_unavailable"})
 
-    def _schedule_retry(self) -> None:
+    def _schedule_retry(self) -> float:
+        """Set the time of the next reconnect attempt; returns the delay until then."""
         self.stats.connected = False
         if self._delays is None:
             self._delays = self._backoff()
-        self._next_attempt = anyio.current_time() + next(self._delays)
+            self._attempt = 0
+        self._attempt += 1
+        delay = next(self._delays)
+        self._next_attempt = anyio.current_time() + delay
+        return delay
 
     async def _replay(self, spool: Spool) -> None:
         """Deliver spooled records in order until empty, down, or the time slice is used."""
@@ -428,7 +443,8 @@ class SpooledSink:
                 messages.append(_MESSAGE_DECODER.decode(payload))
             except msgspec.DecodeError as exc:  # CRC-valid but unreadable: count, skip
                 logger.error("sink %s: dropping an unreadable spooled record: %s",
-                             self.name, exc)
+                             self.name, exc,
+                             extra={"sink": self.name, "reason": "undecodable_spool_record"})
         return messages
 
     async def _append(self, spool: Spool, messages: list[Message]) -> None:
@@ -442,7 +458,9 @@ class SpooledSink:
                 self._full_logged = True
                 logger.warning("sink %s: spool %s is full (%d records, %d bytes); the "
                                "overflow policy applies", self.name, spool.path,
-                               spool.pending, spool.disk_bytes)
+                               spool.pending, spool.disk_bytes,
+                               extra={"sink": self.name, "path": str(spool.path),
+                                      "records": spool.pending, "reason": "spool_full"})
             raise SinkUnavailable(self.name, "broker down and spool full")
         self._full_logged = False
         self.stats.spooled += len(payloads)

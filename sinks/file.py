@@ -16,7 +16,17 @@ Rotation renames ``x.ndjson`` to ``x.ndjson.<UTC rotation time YYYYmmddTHHMMSS>`
 that would push the file past ``max_bytes`` (a single batch bigger than that still goes whole
 into one file). Time rotation is aligned to multiples of the interval since the epoch (``1h``
 rotates on the hour, ``1d`` at UTC midnight) and, like logrotate, happens on the first write of a
-new period. Only regular files are rotated or repaired (``file:/dev/stderr`` just appends).
+new period.
+
+Only regular files are rotated, repaired or truncated. A FIFO, a character device
+(``/dev/null``, a terminal) or a pipe (``file:/dev/stderr`` when stderr is a pipe) is opened
+for appending and written to, never seeked: no size tracking, no rotation, no undo of a
+partial write (a failed write to a pipe is retried whole, as the reader sees a stream).
+A FIFO with no reader blocks the open (in the worker thread) until one arrives.
+
+:meth:`FileSink.preflight` checks at startup that the file can be created or appended to, so
+a missing or read-only directory is a configuration error (exit 2), not an endless retry;
+failures that start later keep the retry behaviour.
 
 All blocking calls run in a worker thread; the runner calls ``write`` serially, so the thread
 state needs no lock. ``reopen()`` only sets a flag and may be called from a signal handler.
@@ -36,7 +46,7 @@ from typing import Final
 
 import anyio.to_thread
 
-from sinks.base import SinkUnavailable, os_error_detail
+from sinks.base import SinkConfigError, SinkUnavailable, os_error_detail
 from sinks.records import Record, encode_line
 
 __all__ = ["FileSink"]
@@ -100,6 +110,23 @@ class FileSink:
         """
         self._reopen_requested = True
 
+    def preflight(self) -> None:
+        """Check, before the daemon starts, that ``path`` can be appended to.
+
+        Synchronous and quick (a few ``stat``/``access`` calls); nothing is created.
+
+        Raises:
+            SinkConfigError: the directory is missing or not writable, the path is a
+                directory, or an existing file is not writable.
+        """
+        problem = _path_problem(self.path, rotating=self._rotating)
+        if problem is not None:
+            raise SinkConfigError(self.name, problem)
+
+    @property
+    def _rotating(self) -> bool:
+        return self.max_bytes is not None or self.rotate_interval_s is not None
+
     async def open(self) -> None:
         """Open (creating if needed) and repair a torn last line.
 
@@ -142,7 +169,8 @@ class FileSink:
         if self._regular:
             self._repair_tail()
         file = open(self.path, "ab", buffering=0)
-        self._size = file.seek(0, os.SEEK_END)
+        # A FIFO, a terminal or a pipe cannot seek (ESPIPE): no size, no rotation.
+        self._size = file.seek(0, os.SEEK_END) if self._regular else 0
         since = os.fstat(file.fileno()).st_mtime if self._size else self._clock()
         self._period = self._period_of(since)
         self._file = file
@@ -163,7 +191,8 @@ class FileSink:
             keep = _end_of_last_line(handle, size)
             handle.truncate(keep)
         logger.warning("%s: dropped %d bytes of a torn last line at offset %d",
-                       self.path, size - keep, keep)
+                       self.path, size - keep, keep,
+                       extra={"sink": self.name, "path": self.path, "reason": "torn_line"})
 
     def _write_sync(self, data: bytearray) -> None:
         file = self._prepare(len(data))
@@ -171,9 +200,13 @@ class FileSink:
         try:
             _write_all(file, data)
         except OSError as exc:
-            self._undo_partial(file, start)
+            if self._regular:
+                self._undo_partial(file, start)
+            else:
+                self._close_sync()  # a stream cannot be truncated; reopen before the retry
             raise SinkUnavailable(self.name, os_error_detail("write", self.path, exc)) from exc
-        self._size = start + len(data)
+        if self._regular:
+            self._size = start + len(data)
 
     def _prepare(self, incoming: int) -> io.FileIO:
         """Reopen if asked, open if needed, rotate if due; return the file to append to."""
@@ -198,7 +231,9 @@ class FileSink:
         except OSError as exc:
             # The torn tail stays on disk; closing forces a reopen, which repairs it.
             logger.error("%s: cannot truncate back to %d bytes after a failed write: %s",
-                         self.path, start, exc)
+                         self.path, start, exc,
+                         extra={"sink": self.name, "path": self.path,
+                                "reason": type(exc).__name__})
             self._close_sync()
 
     def _maybe_rotate(self, incoming: int) -> None:
@@ -217,7 +252,8 @@ class FileSink:
         self._close_sync()
         target = _free_name(f"{self.path}.{time.strftime(ROTATED_STAMP_FORMAT, time.gmtime(now))}")
         os.rename(self.path, target)
-        logger.info("%s: rotated to %s", self.path, target)
+        logger.info("%s: rotated to %s", self.path, target,
+                    extra={"sink": self.name, "path": target, "reason": "rotated"})
         self._open_sync()
         self._prune()
 
@@ -232,7 +268,9 @@ class FileSink:
             try:
                 os.remove(os.path.join(directory, entry))
             except OSError as exc:
-                logger.warning("%s: cannot remove old rotated file %s: %s", self.path, entry, exc)
+                logger.warning("%s: cannot remove old rotated file %s: %s", self.path, entry, exc,
+                               extra={"sink": self.name, "path": entry,
+                                      "reason": type(exc).__name__})
 
     def _close_sync(self) -> None:
         file, self._file = self._file, None
@@ -241,6 +279,28 @@ class FileSink:
 
     def _period_of(self, when: float) -> int:
         return int(when // self.rotate_interval_s) if self.rotate_interval_s else 0
+
+
+def _path_problem(path: str, *, rotating: bool) -> str | None:
+    """Why ``path`` cannot be appended to (and rotated, if ``rotating``), or ``None``."""
+    directory = os.path.dirname(path) or "."
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:  # e.g. ENOTDIR: a parent is a file
+        return f"cannot use {path}: {exc.strerror or exc}"
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        return f"{path} is a directory"
+    if st is not None and not os.access(path, os.W_OK):
+        return f"{path} is not writable by this user (uid {os.geteuid()})"
+    if st is not None and not (rotating and stat.S_ISREG(st.st_mode)):
+        return None  # appending to it is all that is needed
+    if not os.path.isdir(directory):
+        return f"directory {directory} does not exist"
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return f"directory {directory} is not writable by this user (uid {os.geteuid()})"
+    return None
 
 
 def _write_all(file: io.FileIO, data: bytearray) -> None:

@@ -289,7 +289,8 @@ class _NatsLink:
             await js.add_stream(config.stream_config())
             logger.info("%s: created stream %s (subjects %s.>, retention %s, max_age %gs, "
                         "duplicate window %gs)", self.name, config.stream_name, config.prefix,
-                        config.retention, config.max_age_s, config.dup_window_s)
+                        config.retention, config.max_age_s, config.dup_window_s,
+                        extra={"sink": self.name, "reason": "stream_created"})
             return
         self._verify(info.config)
 

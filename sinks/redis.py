@@ -229,7 +229,8 @@ class _RedisLink:
             self._stored = None
         if len(kept) < len(messages):
             logger.info("%s: %d replayed records were already stored, skipped", self.name,
-                        len(messages) - len(kept))
+                        len(messages) - len(kept),
+                        extra={"sink": self.name, "records": len(messages) - len(kept)})
         return kept
 
     async def _tail_ids(self, client: Redis) -> dict[str, set[str]]:

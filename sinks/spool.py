@@ -235,7 +235,8 @@ class Spool:
         self.disk_bytes = sum(segment.size for segment in self._segments)
         if self.pending:
             logger.info("spool %s: %d records (%d bytes on disk) to replay", self.path,
-                        self.pending, self.disk_bytes)
+                        self.pending, self.disk_bytes,
+                        extra={"path": str(self.path), "records": self.pending})
 
     def _segment_numbers(self) -> list[int]:
         matches = (_SEGMENT_RE.fullmatch(entry) for entry in os.listdir(self.path))
@@ -265,7 +266,8 @@ class Spool:
             if end < len(data):
                 handle.truncate(end)
                 logger.warning("spool %s: segment %d: dropped %d bytes of a torn or corrupt "
-                               "record at offset %d", self.path, number, len(data) - end, end)
+                               "record at offset %d", self.path, number, len(data) - end, end,
+                               extra={"path": str(path), "reason": "torn_record"})
         return _Segment(number, path, end, records)
 
     def _resume_position(self, ack: _Position) -> _Position:
@@ -336,7 +338,8 @@ class Spool:
         except OSError as exc:
             # Left for the next open to repair (it truncates at the first bad frame).
             logger.error("spool %s: cannot truncate a failed write back to %d bytes: %s",
-                         self.path, size, exc)
+                         self.path, size, exc,
+                         extra={"path": str(self.path), "reason": type(exc).__name__})
             self._close_writer()
 
     def _read_sync(self, limit: int) -> SpoolBatch:

@@ -40,6 +40,7 @@ from orderbook.types import SCHEMA_VERSION
 from sinks.records import Allowance, AllowanceTarget, Record
 from streamer.auth import Credentials, HmacCredentials
 from streamer.errors import ConfigError, RestError
+from streamer.logutil import fields
 from streamer.transport.rest import RestClient, RestStatusError
 
 __all__ = [
@@ -405,15 +406,19 @@ class AllowanceWatcher:
         if decision.problem is not None and decision.problem != state.problem:
             self.stats.problems += 1
             logger.warning("allowances of profile %d: %s; polling every %.0fs",
-                           profile_id, decision.problem, decision.delay_s)
+                           profile_id, decision.problem, decision.delay_s,
+                           extra=fields(profile=profile_id, delay_s=decision.delay_s,
+                                        reason=decision.problem))
         if outcome.state is None:
             if decision.problem is not None:
                 state.problem = decision.problem
             elif outcome.status not in (409, 429):
-                logger.debug("allowances of profile %d: %s", profile_id, outcome.error)
+                logger.debug("allowances of profile %d: %s", profile_id, outcome.error,
+                             extra=fields(profile=profile_id, reason=f"{outcome.op}:{label}"))
             return
         if state.problem is not None:
-            logger.info("allowances of profile %d: reachable again", profile_id)
+            logger.info("allowances of profile %d: reachable again", profile_id,
+                        extra=fields(profile=profile_id, reason="reachable"))
             state.problem = None
         self._update(profile_id, state, outcome.state, now)
 
@@ -421,8 +426,9 @@ class AllowanceWatcher:
         self, profile_id: int, state: ProfileState, response: AllowanceResponse, now: float
     ) -> None:
         if state.ready is not None and response.ready != state.ready:
-            logger.info("allowances of profile %d: %s", profile_id,
-                        "ready" if response.ready else "no longer ready")
+            readiness = "ready" if response.ready else "no longer ready"
+            logger.info("allowances of profile %d: %s", profile_id, readiness,
+                        extra=fields(profile=profile_id, reason=readiness))
         state.ready = response.ready
         state.counts = response.counts()
         state.wallet = response.walletAddress

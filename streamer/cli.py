@@ -28,102 +28,201 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
 
+HELP_WIDTH = 100
+"""Column width of ``--help`` when not on a terminal, and of the README synopsis."""
+
+EXIT_STATUS_HELP = """\
+exit status:
+  0  stopped by SIGTERM/SIGINT (sinks flushed) or the stdout reader went away
+  1  anything else, e.g. a bug (a traceback is logged), so a supervisor restarts it
+  2  bad flags, configuration, credentials, a port in use or an unwritable sink file
+     (one line on stderr naming the flag or field)"""
+
+ENV_HELP = """\
+environment:
+  LIMITLESS_API_KEY        legacy API key (sent as X-API-Key)
+  LIMITLESS_HMAC_TOKEN_ID  scoped HMAC token id (with LIMITLESS_HMAC_SECRET; preferred)
+  LIMITLESS_HMAC_SECRET    base64 secret of that token
+  Secrets are read only from the environment and never logged."""
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that reports a usage error in one line and exits 2."""
+
+    width: int | None = None
+    """Fixed help width (the README synopsis); ``None``: the terminal's width."""
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        width = self.width
+        if width is None and not sys.stdout.isatty():
+            width = HELP_WIDTH  # stable output in pipes, files and tests
+        return argparse.RawDescriptionHelpFormatter(prog=self.prog, width=width)
+
+
+def _defaults() -> Any:
+    """The Settings defaults, so the help text states them and cannot drift."""
+    from streamer.config import Settings
+
+    return Settings()
+
 
 def _add_run_flags(p: argparse.ArgumentParser, *, demo: bool = False) -> None:
+    d = _defaults()
     if not demo:
-        p.add_argument("--config", metavar="FILE", help="TOML config file (flags win over it)")
-        p.add_argument("--api-url", dest="api_url", help="REST base URL")
-        p.add_argument("--ws-url", dest="ws_url", help="WebSocket base URL")
+        p.add_argument("--config", metavar="FILE",
+                       help="TOML config file; flags win over it (default: none)")
+        p.add_argument("--api-url", dest="api_url", metavar="URL",
+                       help=f"REST base URL (default {d.api_url})")
+        p.add_argument("--ws-url", dest="ws_url", metavar="URL",
+                       help=f"WebSocket base URL (default {d.ws_url})")
         p.add_argument("--market", dest="markets", action="append", metavar="SLUG",
-                       help="follow this market (repeatable; a group slug expands)")
+                       help="follow this market (repeatable; a group slug expands to its "
+                            "markets; default: none)")
         p.add_argument("--all-markets", dest="all_markets", action="store_true", default=None,
-                       help="follow every active CLOB market, re-polled periodically")
+                       help="follow every active CLOB market, re-polled periodically "
+                            "(default off)")
         p.add_argument("--discovery-interval", dest="discovery_interval_s", type=float,
-                       metavar="SECONDS", help="re-poll interval for the market list")
+                       metavar="SECONDS",
+                       help=f"re-poll interval of the market list "
+                            f"(default {d.discovery_interval_s:g})")
         p.add_argument("--shard", metavar="INDEX/COUNT",
-                       help="follow only this shard of the markets (stable slug hash)")
+                       help="follow only this shard of the markets, by a stable slug hash "
+                            "(default: all markets)")
         p.add_argument("--private-channel", dest="private.channels", action="append",
                        choices=["positions", "order_events", "transactions"],
-                       help="authenticated channel to stream (repeatable; needs credentials)")
+                       help="authenticated channel to stream (repeatable; needs credentials; "
+                            "default: none)")
         p.add_argument("--allowance-profile", dest="allowances.profiles", action="append",
                        type=int, metavar="ID",
-                       help="watch this partner sub-account's allowances (repeatable; HMAC)")
+                       help="watch this partner sub-account's allowances (repeatable; HMAC; "
+                            "default: none)")
     p.add_argument("--sink", dest="sinks", action="append", metavar="URL",
-                   help="output (repeatable): stdout:, file:PATH[?max_bytes=&rotate=&keep=]")
+                   help="output (repeatable): stdout:, file:PATH[?max_bytes=&rotate=&keep=], "
+                        f"nats://..., redis://... (default {' '.join(d.sinks)})")
     p.add_argument("--log-level", dest="log_level",
-                   choices=["debug", "info", "warning", "error"])
+                   choices=["debug", "info", "warning", "error"],
+                   help=f"log threshold (default {d.log_level})")
     p.add_argument("--log-format", dest="log_format", choices=["auto", "json", "text"],
-                   help="stderr log lines (auto: JSON unless stderr is a terminal)")
+                   help="stderr log lines; auto: JSON unless stderr is a terminal "
+                        f"(default {d.log_format})")
+    metrics_default = "127.0.0.1:0, any free port" if demo else d.metrics_addr
     p.add_argument("--metrics-addr", dest="metrics_addr", metavar="HOST:PORT",
-                   help="serve /metrics, /healthz, /readyz here (default 127.0.0.1:9464)")
+                   help=f"serve /metrics, /healthz, /readyz here (default {metrics_default})")
     p.add_argument("--no-per-market-metrics", dest="per_market_metrics",
                    action="store_false", default=None,
-                   help="drop per-market series (for very large universes)")
+                   help="drop per-market series, for very large universes "
+                        "(default: per-market series on)")
 
 
 def _add_sim_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
-    p.add_argument("--markets", dest="sim_markets", type=int, default=12,
-                   help="number of CLOB markets (default 12)")
-    p.add_argument("--rate", type=float, default=20.0, help="book updates per second in all")
+    p.add_argument("--seed", type=int, default=1, help="random seed (default %(default)s)")
+    p.add_argument("--markets", dest="sim_markets", type=int, default=12, metavar="N",
+                   help="number of CLOB markets (default %(default)s)")
+    p.add_argument("--rate", type=float, default=20.0, metavar="HZ",
+                   help="book updates per second in all (default %(default)g)")
     p.add_argument("--kick-every", type=float, metavar="SECONDS",
-                   help="disconnect every client every N seconds")
+                   help="disconnect every client every N seconds (default: never)")
     p.add_argument("--stall-every", type=float, metavar="SECONDS",
-                   help="go silent every N seconds")
-    p.add_argument("--stall-for", type=float, default=5.0, metavar="SECONDS")
-    p.add_argument("--malformed-rate", type=float, default=0.0,
-                   help="fraction of event frames sent malformed")
-    p.add_argument("--rest-429-rate", type=float, default=0.0)
-    p.add_argument("--rest-503-rate", type=float, default=0.0)
-    p.add_argument("--ping-interval-ms", type=int, default=25000)
-    p.add_argument("--ping-timeout-ms", type=int, default=20000)
-    p.add_argument("--private-rate", type=float, default=5.0,
-                   help="private events per second on authenticated sockets")
+                   help="go silent every N seconds (default: never)")
+    p.add_argument("--stall-for", type=float, default=5.0, metavar="SECONDS",
+                   help="length of each silence (default %(default)g)")
+    p.add_argument("--malformed-rate", type=float, default=0.0, metavar="P",
+                   help="fraction of event frames sent malformed (default %(default)g)")
+    p.add_argument("--rest-429-rate", type=float, default=0.0, metavar="P",
+                   help="fraction of REST requests answered 429 (default %(default)g)")
+    p.add_argument("--rest-503-rate", type=float, default=0.0, metavar="P",
+                   help="fraction of REST requests answered 503 (default %(default)g)")
+    p.add_argument("--ping-interval-ms", type=int, default=25000, metavar="MS",
+                   help="Engine.IO pingInterval (default %(default)s)")
+    p.add_argument("--ping-timeout-ms", type=int, default=20000, metavar="MS",
+                   help="Engine.IO pingTimeout (default %(default)s)")
+    p.add_argument("--private-rate", type=float, default=5.0, metavar="HZ",
+                   help="private events per second on authenticated sockets "
+                        "(default %(default)g)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The CLI's argument parser."""
-    parser = _Parser(prog="limitless-streamer",
-                     description="Real-time order books from Limitless Exchange as NDJSON.")
+def build_parser(*, width: int | None = None) -> argparse.ArgumentParser:
+    """The CLI's argument parser.
+
+    Args:
+        width: fixed help width (the README synopsis is rendered at :data:`HELP_WIDTH`);
+            default: the terminal's width, or HELP_WIDTH when stdout is not a terminal.
+    """
+    class FixedParser(_Parser):  # argparse builds the subparsers from this class too
+        pass
+
+    FixedParser.width = width
+    parser = FixedParser(prog="limitless-streamer",
+                         description="Real-time order books from Limitless Exchange as NDJSON.",
+                         epilog=f"{EXIT_STATUS_HELP}\n\n{ENV_HELP}")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    run = sub.add_parser("run", help="run the daemon")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=FixedParser,
+                                metavar="COMMAND")
+    run = sub.add_parser("run", help="run the daemon",
+                         description="Follow markets on the venue and write their order books "
+                                     "as NDJSON events to the sinks.",
+                         epilog=f"{EXIT_STATUS_HELP}\n\n{ENV_HELP}")
     _add_run_flags(run)
-    sim = sub.add_parser("simulate", help="run only the embedded simulator")
+    sim = sub.add_parser("simulate", help="run only the embedded simulator",
+                         description="Run the embedded exchange simulator (REST + Socket.IO) "
+                                     "and log its two URLs for run --api-url/--ws-url.",
+                         epilog=EXIT_STATUS_HELP)
     _add_sim_flags(sim)
-    sim.add_argument("--host", default="127.0.0.1")
-    sim.add_argument("--rest-port", type=int, default=0, help="REST port (0: any free port)")
-    sim.add_argument("--ws-port", type=int, default=0, help="WebSocket port (0: any free port)")
+    sim.add_argument("--host", default="127.0.0.1",
+                     help="interface to listen on (default %(default)s)")
+    sim.add_argument("--rest-port", type=int, default=0, metavar="PORT",
+                     help="REST port (default 0: any free port)")
+    sim.add_argument("--ws-port", type=int, default=0, metavar="PORT",
+                     help="WebSocket port (default 0: any free port)")
     sim.add_argument("--log-level", dest="log_level", default="info",
-                     choices=["debug", "info", "warning", "error"])
+                     choices=["debug", "info", "warning", "error"],
+                     help="log threshold (default %(default)s)")
     sim.add_argument("--auth", action="store_true",
                      help="verify HMAC signatures against LIMITLESS_HMAC_TOKEN_ID/_SECRET "
-                          "and serve the private channels and a partner allowance flow")
-    demo = sub.add_parser("demo", help="simulator + daemon in one process, NDJSON to stdout")
+                          "and serve the private channels and a partner allowance flow "
+                          "(default off)")
+    demo = sub.add_parser("demo", help="simulator + daemon in one process, NDJSON to stdout",
+                          description="The simulator on loopback and the daemon "
+                                      "(--all-markets) in one process; Ctrl-C stops both.",
+                          epilog=EXIT_STATUS_HELP)
     _add_sim_flags(demo)
     _add_run_flags(demo, demo=True)
     demo.add_argument("--private", action="store_true",
                       help="also stream private channels and allowance readiness, with a "
-                           "throw-away HMAC token shared by the simulator and the daemon")
-    allow = sub.add_parser("allowances", help="partner sub-account allowance readiness")
-    allow.add_argument("profiles", nargs="+", type=int, metavar="PROFILE_ID")
-    allow.add_argument("--api-url", default=None, help="REST base URL")
-    allow.add_argument("--retry", action="store_true", help="run the retry flow")
+                           "throw-away HMAC token shared by the simulator and the daemon "
+                           "(default off)")
+    allow = sub.add_parser("allowances", help="partner sub-account allowance readiness",
+                           description="Check (and with --retry, fix) the allowances of "
+                                       "partner sub-accounts; exit 0 when all are ready.",
+                           epilog=f"{ENV_HELP}")
+    allow.add_argument("profiles", nargs="+", type=int, metavar="PROFILE_ID",
+                       help="partner sub-account profile id")
+    allow.add_argument("--api-url", default=None, metavar="URL",
+                       help=f"REST base URL (default {_defaults().api_url})")
+    allow.add_argument("--retry", action="store_true",
+                       help="run the retry flow for missing/failed targets (default off)")
     allow.add_argument("--wait", type=float, metavar="SECONDS",
-                       help="keep going until all are ready or the time is up")
-    allow.add_argument("--json", action="store_true", help="JSON instead of a table")
-    tail = sub.add_parser("tail", help="read events back from a sink, rebuild books, flag gaps")
-    tail.add_argument("url", help="-, file:PATH, nats://HOST:PORT/PREFIX?stream=, redis://...")
-    tail.add_argument("--follow", "-f", action="store_true", help="keep reading new events")
-    tail.add_argument("--quiet", "-q", action="store_true", help="do not echo events")
-    tail.add_argument("--summary", action="store_true", help="per-market summary at the end")
-    tail.add_argument("--limit", type=int, metavar="N", help="stop after N events")
+                       help="keep going until all are ready or the time is up "
+                            "(default: check once)")
+    allow.add_argument("--json", action="store_true",
+                       help="JSON instead of a table (default off)")
+    tail = sub.add_parser("tail", help="read events back from a sink, rebuild books, flag gaps",
+                          description="Read events back from a sink, rebuild every book, "
+                                      "report seq gaps on stderr; exit 1 if a gap was seen, "
+                                      "2 for a bad URL or an unreadable file.")
+    tail.add_argument("url", metavar="URL",
+                      help="-, PATH, file:PATH, nats://HOST:PORT/PREFIX?stream=, redis://...")
+    tail.add_argument("--follow", "-f", action="store_true",
+                      help="keep reading new events (default off)")
+    tail.add_argument("--quiet", "-q", action="store_true",
+                      help="do not echo events (default off)")
+    tail.add_argument("--summary", action="store_true",
+                      help="per-market summary at the end, on stdout (default off)")
+    tail.add_argument("--limit", type=int, metavar="N",
+                      help="stop after N events (default: no limit)")
     return parser
 
 
@@ -178,9 +277,11 @@ def _cmd_run(ns: argparse.Namespace, env: Mapping[str, str]) -> int:
 
     settings = load_settings(ns.config, _overrides(ns))
     credentials = load_credentials(env, settings)
+    preflight_sinks(settings)
     setup_logging(settings.log_level, settings.log_format, env=env)
     logger.info("limitless-streamer %s starting: api %s, ws %s, sinks %s", __version__,
-                settings.api_url, settings.ws_url, ", ".join(settings.sinks))
+                settings.api_url, settings.ws_url, ", ".join(settings.sinks),
+                extra={"url": settings.api_url, "sink": ", ".join(settings.sinks)})
     return _run_guarded(lambda: app.run(settings, credentials))
 
 
@@ -208,7 +309,7 @@ def _cmd_simulate(ns: argparse.Namespace, env: Mapping[str, str]) -> int:
                 partial(sim.run, host=ns.host, rest_port=ns.rest_port, ws_port=ns.ws_port)
             )
             logger.info("simulator ready: --api-url %s --ws-url %s", address.api_url,
-                        address.ws_url)
+                        address.ws_url, extra={"url": address.api_url})
             sys.stderr.flush()
             await _wait_for_stop_signal()
             tg.cancel_scope.cancel()
@@ -231,6 +332,7 @@ def _cmd_demo(ns: argparse.Namespace) -> int:
                                    "after_submit_s": 1.0, "conflict_wait_s": 1.0}
     # Validate before starting anything (placeholder URLs; the real ones come below).
     checked = load_settings(None, {**overrides, "all_markets": True})
+    preflight_sinks(checked)
     setup_logging(checked.log_level, checked.log_format)
 
     async def demo() -> None:
@@ -247,6 +349,26 @@ def _cmd_demo(ns: argparse.Namespace) -> int:
             tg.cancel_scope.cancel()
 
     return _run_guarded(demo)
+
+
+def preflight_sinks(settings: Any) -> None:
+    """Startup checks of the sinks' local resources (file sinks: can the file be written?).
+
+    A missing or read-only directory found here exits 2; the same failure later, at run
+    time, is retried under the sink's policy instead.
+
+    Raises:
+        ConfigError: ``sinks: <sink>: <problem>``.
+    """
+    from sinks.base import SinkConfigError
+    from sinks.file import FileSink
+
+    for spec in settings.sink_specs():
+        if isinstance(spec.sink, FileSink):
+            try:
+                spec.sink.preflight()
+            except SinkConfigError as exc:
+                raise ConfigError(f"sinks: {exc}") from None
 
 
 def _demo_credentials() -> tuple[Any, Any]:
@@ -330,5 +452,6 @@ def _exit_code(exc: BaseException) -> int:
             return EXIT_USAGE
     if all(isinstance(leaf, KeyboardInterrupt) for leaf in leaves):
         return EXIT_OK
-    logger.critical("fatal error, exiting: %r", leaves[0], exc_info=leaves[0])
+    logger.critical("fatal error, exiting: %r", leaves[0], exc_info=leaves[0],
+                    extra={"reason": type(leaves[0]).__name__})
     return EXIT_FAILURE

@@ -21,10 +21,10 @@ import msgspec
 from sinks.base import SinkConfigError
 from sinks.fanout import SinkSpec
 from sinks.url import parse_sink_url
+from streamer.addr import parse_addr
 from streamer.allowances import AllowanceSettings, check_allowance_credentials
 from streamer.auth import Credentials, credentials_from_env
 from streamer.errors import ConfigError
-from streamer.health import parse_addr
 from streamer.private import PrivateSettings, check_private_config
 from streamer.retry import Backoff
 

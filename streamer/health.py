@@ -27,6 +27,7 @@ import h11
 import msgspec
 from anyio.abc import SocketAttribute, SocketStream, TaskStatus
 
+from streamer.addr import bind_error, parse_addr
 from streamer.metrics import Metrics
 
 __all__ = [
@@ -67,28 +68,6 @@ class Response(NamedTuple):
     content_type: str
     body: bytes
     gzipped: bool = False
-
-
-def parse_addr(addr: str) -> tuple[str | None, int]:
-    """``"127.0.0.1:9464"`` → ``("127.0.0.1", 9464)``; ``"[::1]:0"``; ``":9464"`` = all.
-
-    Returns:
-        ``(host, port)``; host ``None`` means every interface.
-
-    Raises:
-        ValueError: no port, a port outside 0..65535, or an unbracketed IPv6 host.
-    """
-    host, sep, port_text = addr.strip().rpartition(":")
-    if not sep or not port_text.isdigit():
-        raise ValueError(f"{addr!r} is not HOST:PORT")
-    port = int(port_text)
-    if port > 65535:
-        raise ValueError(f"{addr!r}: port must be 0..65535")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    elif ":" in host:
-        raise ValueError(f"{addr!r}: put an IPv6 host in brackets, e.g. [::1]:9464")
-    return (host or None), port
 
 
 class HttpApp:
@@ -157,16 +136,20 @@ async def serve_http(
 
     Raises:
         ValueError: ``addr`` is malformed.
-        OSError: the address cannot be bound (in use, not local).
+        ConfigError: the address cannot be bound (in use, not local), naming the flag.
     """
     host, port = parse_addr(addr)
     app = HttpApp(metrics, readiness)
     limiter = anyio.CapacityLimiter(MAX_CONNECTIONS)
-    listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
+    try:
+        listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
+    except OSError as exc:
+        raise bind_error("--metrics-addr", host, port, exc, field="metrics_addr") from None
     async with listener:
         bound = int(listener.extra(SocketAttribute.local_port))
-        logger.info("metrics and health endpoint listening on %s:%d",
-                    host if host is not None else "*", bound)
+        shown = f"{host if host is not None else '*'}:{bound}"
+        logger.info("metrics and health endpoint listening on %s", shown,
+                    extra={"url": f"http://{shown}/metrics"})
         task_status.started(bound)
 
         async def handle(stream: SocketStream) -> None:

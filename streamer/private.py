@@ -42,6 +42,7 @@ from orderbook.types import SCHEMA_VERSION
 from sinks.records import OrderEvent, Position, PrivateRaw, Record, Tx, record_type
 from streamer.auth import Credentials
 from streamer.errors import RestError
+from streamer.logutil import fields
 from streamer.protocol.messages import timestamp_ms
 from streamer.transport.rest import RestClient
 
@@ -484,7 +485,7 @@ class PrivateChannels:
             if not self._warned_auth:
                 self._warned_auth = True
                 logger.warning("private channels rejected by the server: %s",
-                               message[:_MAX_NOTICE_CHARS])
+                               message[:_MAX_NOTICE_CHARS], extra=fields(reason="auth_rejected"))
             return [self._raw("exception", payload, recv_ts, "auth_rejected")]
         return [self._raw("exception", payload, recv_ts, "notice")]
 
@@ -494,7 +495,8 @@ class PrivateChannels:
         self, name: str, payload: msgspec.Raw, recv_ts: int, exc: Exception
     ) -> PrivateRaw:
         self.stats.decode_errors[name] += 1
-        logger.debug("private %s payload passed through undecoded: %s", name, exc)
+        logger.debug("private %s payload passed through undecoded: %s", name, exc,
+                     extra=fields(reason=type(exc).__name__))
         return self._raw(name, payload, recv_ts, f"undecodable: {exc}"[:_MAX_NOTICE_CHARS])
 
     def _raw(self, name: str, payload: msgspec.Raw, recv_ts: int, reason: str) -> PrivateRaw:

@@ -1,19 +1,22 @@
 """``limitless-streamer tail URL``: read records back from a sink, rebuild books, flag gaps.
 
-Sources: ``-`` (stdin NDJSON), ``file:PATH`` (NDJSON; ``--follow`` keeps reading as the
-file grows), ``nats://HOST:PORT/PREFIX?stream=NAME`` (a JetStream stream, from its first
-message) and ``redis://HOST:PORT/DB?stream=KEY`` (a Redis stream, or with
+Sources: ``-`` (stdin NDJSON), ``file:PATH`` or a bare ``PATH`` (NDJSON; ``--follow`` keeps
+reading as the file grows), ``nats://HOST:PORT/PREFIX?stream=NAME`` (a JetStream stream, from
+its first message) and ``redis://HOST:PORT/DB?stream=KEY`` (a Redis stream, or with
 ``per_market=true`` every ``KEY:*`` stream).
 
 Every record read is checked: book records go through :class:`orderbook.replay.Replayer`
 (a gap in a market's ``seq`` is reported on stderr the moment it is seen; the market is
 rebuilt again from its next ``book``). Records are echoed to stdout as NDJSON unless
-``--quiet``; ``--summary`` prints one line per market at the end. Exit status: 0 when no
-gap was seen, 1 otherwise, 2 for a bad URL.
+``--quiet``; ``--summary`` prints one line per market at the end, to stdout (so
+``> report.txt`` keeps it). Exit status: 0 when no gap was seen, 1 otherwise, 2 for a bad
+URL or a file that cannot be read (one line on stderr).
 """
 
 from __future__ import annotations
 
+import os
+import stat
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -115,22 +118,58 @@ def open_source(url: str, *, follow: bool = False) -> AsyncIterator[bytes]:
     """
     if url == "-":
         return _stdin_lines()
-    if url.startswith("file:"):
-        path = url.removeprefix("file:")
-        path = path.removeprefix("//") if path.startswith("///") else path
-        return file_lines(path.split("?", 1)[0], follow=follow)
     if url.startswith(("nats://", "redis://")):
         from streamer import tail_brokers
 
         return tail_brokers.open_broker_source(url, follow=follow)
-    raise ConfigError(f"tail: unsupported URL {url!r} (use -, file:, nats:// or redis://)")
+    if url.startswith("file:"):
+        path = url.removeprefix("file:")
+        path = path.removeprefix("//") if path.startswith("///") else path
+        path = path.split("?", 1)[0]
+    elif "://" in url:
+        raise ConfigError(f"tail: unsupported URL {url!r} (use -, PATH, file:PATH, "
+                          "nats:// or redis://)")
+    else:
+        path = url  # a bare path
+    _check_readable(path)
+    return file_lines(path, follow=follow)
+
+
+def _check_readable(path: str) -> None:
+    """Fail fast, in one line, on a file that is not there or cannot be read.
+
+    Only ``stat``/``access``: opening a FIFO here would block until a writer comes.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise ConfigError(f"tail: cannot read {path}: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(mode):
+        raise ConfigError(f"tail: {path} is a directory, not an NDJSON file")
+    if not os.access(path, os.R_OK):
+        raise ConfigError(f"tail: cannot read {path}: permission denied")
 
 
 async def run_tail(url: str, *, follow: bool, quiet: bool, show_summary: bool,
                    limit: int | None) -> int:
     """The ``tail`` command; returns the exit status."""
     source = open_source(url, follow=follow)
-    report = await tail(source, out=None if quiet else sys.stdout, err=sys.stderr, limit=limit)
-    if show_summary:
-        sys.stderr.write(summary(report))
+    try:
+        report = await tail(source, out=None if quiet else sys.stdout, err=sys.stderr,
+                            limit=limit)
+        if show_summary:
+            sys.stdout.write(summary(report))
+            sys.stdout.flush()
+    except BrokenPipeError:  # the reader went away (`| head`): done, like the daemon
+        _silence_stdout()
+        return 0
     return 1 if report.gaps else 0
+
+
+def _silence_stdout() -> None:
+    """Point fd 1 at /dev/null so the interpreter's final flush does not fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)

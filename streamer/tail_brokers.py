@@ -1,11 +1,14 @@
 """``tail`` sources for the queue sinks: a JetStream stream and Redis streams.
 
 The URL is parsed by the sink's own parser (:func:`sinks.url.parse_sink_url`), so a
-``tail`` URL is exactly the ``--sink`` URL the daemon writes with.
+``tail`` URL is exactly the ``--sink`` URL the daemon writes with. A broker that cannot be
+reached, refuses the credentials, or has no such stream is reported in one line (a
+:class:`ConfigError`, exit 2), not with the client library's traceback.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,8 +16,10 @@ import anyio
 import anyio.lowlevel
 
 from sinks.base import SinkConfigError
-from sinks.url import parse_sink_url
+from sinks.url import parse_sink_url, redact_url
 from streamer.errors import ConfigError
+
+logger = logging.getLogger(__name__)
 
 FETCH_BATCH = 1000
 IDLE_WAIT_S = 1.0
@@ -28,8 +33,34 @@ def open_broker_source(url: str, *, follow: bool) -> AsyncIterator[bytes]:
         raise ConfigError(f"tail: {exc}") from None
     config = getattr(sink, "config", None)
     if url.startswith("nats://"):
-        return _nats_lines(config, follow=follow)
-    return _redis_lines(config, follow=follow)
+        return _mapped(_nats_lines(config, follow=follow), url, _nats_errors())
+    return _mapped(_redis_lines(config, follow=follow), url, _redis_errors())
+
+
+def _nats_errors() -> tuple[type[BaseException], ...]:
+    import nats.errors
+    import nats.js.errors
+
+    return (OSError, nats.errors.Error, nats.js.errors.Error)
+
+
+def _redis_errors() -> tuple[type[BaseException], ...]:
+    import redis.exceptions
+
+    return (OSError, redis.exceptions.ConnectionError, redis.exceptions.AuthenticationError,
+            redis.exceptions.ResponseError, redis.exceptions.TimeoutError)
+
+
+async def _mapped(
+    lines: AsyncIterator[bytes], url: str, errors: tuple[type[BaseException], ...]
+) -> AsyncIterator[bytes]:
+    """``lines``, with the broker client's expected failures turned into one-line errors."""
+    try:
+        async for line in lines:
+            yield line
+    except errors as exc:
+        detail = str(exc) or type(exc).__name__
+        raise ConfigError(f"tail: cannot read {redact_url(url)}: {detail}") from None
 
 
 async def _nats_lines(config: object, *, follow: bool) -> AsyncIterator[bytes]:
@@ -40,7 +71,13 @@ async def _nats_lines(config: object, *, follow: bool) -> AsyncIterator[bytes]:
     server = config.server  # type: ignore[attr-defined]
     stream = config.stream_name  # type: ignore[attr-defined]
     prefix = config.prefix  # type: ignore[attr-defined]
-    nc = await nats.connect(server, allow_reconnect=follow, max_reconnect_attempts=1)
+    async def quiet(exc: Exception) -> None:
+        # nats-py logs every connect failure with a traceback by default; the failure
+        # that matters reaches the caller as an exception and becomes one line.
+        logger.debug("nats client error: %s", exc)
+
+    nc = await nats.connect(server, allow_reconnect=follow, max_reconnect_attempts=1,
+                            error_cb=quiet)
     try:
         js = nc.jetstream()
         total = (await js.stream_info(stream)).state.messages

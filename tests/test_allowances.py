@@ -198,6 +198,7 @@ def statuses(record: Record) -> list[str]:
     return [t.status for t in record.targets]
 
 
+@pytest.mark.integration
 @pytest.mark.anyio
 async def test_watcher_reaches_ready_through_retry_and_emits_only_on_change() -> None:
     sim, watcher, records, time = await watch(SIM, lambda t: t.waits.count(60) >= 5)
@@ -218,6 +219,7 @@ async def test_watcher_reaches_ready_through_retry_and_emits_only_on_change() ->
     assert decode_record(encode(last)) == last
 
 
+@pytest.mark.integration
 @pytest.mark.anyio
 async def test_watcher_honours_429_retry_after_then_succeeds() -> None:
     config = msgspec.structs.replace(SIM, allowance_retry_429=2, allowance_retry_after_s=7)
@@ -229,6 +231,7 @@ async def test_watcher_honours_429_retry_after_then_succeeds() -> None:
     assert len(records) == 4  # the 429s changed nothing
 
 
+@pytest.mark.integration
 @pytest.mark.anyio
 async def test_watcher_after_409_waits_briefly_and_polls_before_retrying() -> None:
     config = msgspec.structs.replace(SIM, allowance_retry_409=1)
@@ -241,6 +244,7 @@ async def test_watcher_after_409_waits_briefly_and_polls_before_retrying() -> No
     assert records[-1].ready is True  # type: ignore[union-attr]
 
 
+@pytest.mark.integration
 @pytest.mark.anyio
 async def test_watcher_unretryable_failure_never_ready_and_stays_quiet() -> None:
     config = msgspec.structs.replace(SIM, allowance_targets=3, allowance_unretryable_targets=1,
@@ -256,6 +260,7 @@ async def test_watcher_unretryable_failure_never_ready_and_stays_quiet() -> None
     assert watcher.state[PROFILE].counts["failed"] == 1
 
 
+@pytest.mark.integration
 @pytest.mark.anyio
 async def test_watcher_bad_credentials_reported_once_polled_slowly(
     caplog: pytest.LogCaptureFixture,
@@ -271,6 +276,7 @@ async def test_watcher_bad_credentials_reported_once_polled_slowly(
     assert "c3VwZXItc2VjcmV0LWtleQ==" not in caplog.text and SECRET not in caplog.text
 
 
+@pytest.mark.integration
 @pytest.mark.anyio
 async def test_watcher_runs_profiles_independently() -> None:
     config = msgspec.structs.replace(SIM, allowance_profiles=(PROFILE, 77))
@@ -303,6 +309,7 @@ async def command(
     return code, out.getvalue(), sim, time
 
 
+@pytest.mark.integration
 @pytest.mark.anyio
 async def test_command_check_only_prints_table_and_exits_1() -> None:
     code, text, sim, time = await command(SIM)
@@ -315,6 +322,7 @@ async def test_command_check_only_prints_table_and_exits_1() -> None:
     assert sim.account.allowances.posts[PROFILE] == 0
 
 
+@pytest.mark.integration
 @pytest.mark.anyio
 async def test_command_retry_once_rechecks_after_submit() -> None:
     config = msgspec.structs.replace(SIM, allowance_confirm_polls=1)
@@ -324,6 +332,7 @@ async def test_command_retry_once_rechecks_after_submit() -> None:
     assert sim.account.allowances.posts[PROFILE] == 1
 
 
+@pytest.mark.integration
 @pytest.mark.anyio
 async def test_command_retry_with_wait_reaches_ready_through_429_as_json() -> None:
     config = msgspec.structs.replace(SIM, allowance_retry_429=1, allowance_retry_after_s=4,
@@ -336,6 +345,7 @@ async def test_command_retry_with_wait_reaches_ready_through_429_as_json() -> No
     assert time.waits == [4, 5, 5]
 
 
+@pytest.mark.integration
 @pytest.mark.anyio
 async def test_command_wait_without_retry_never_posts_and_times_out() -> None:
     code, text, sim, time = await command(SIM, wait_s=150, as_json=True)
@@ -346,6 +356,7 @@ async def test_command_wait_without_retry_never_posts_and_times_out() -> None:
     assert [f["status"] for f in failing] == ["missing"] * 4 and failing[0]["retryable"]
 
 
+@pytest.mark.integration
 @pytest.mark.anyio
 async def test_command_errors_per_profile_without_secrets(
     caplog: pytest.LogCaptureFixture,

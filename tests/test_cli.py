@@ -222,3 +222,59 @@ def test_demo_private_streams_order_events_and_allowance_readiness(tmp_path: Pat
     code, _, err = _stop(proc, signal.SIGTERM)
     assert code == 0, err
     assert ready and {"order_event", "position", "tx", "book_delta"} <= types
+
+
+@pytest.mark.parametrize("sink", ["file:{tmp}/missing/out.ndjson", "file:{tmp}"])
+def test_cli_unwritable_file_sink_exits_2_at_startup(
+    tmp_path: Path, sink: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["run", "--market", "a", "--sink", sink.format(tmp=tmp_path)]
+    assert main(argv, env={}) == 2
+    _one_line_error(capsys, "sinks", str(tmp_path))
+
+
+def test_bind_error_names_the_address_and_the_flag() -> None:
+    import errno
+
+    from streamer.addr import bind_error
+
+    exc = bind_error("--metrics-addr", "127.0.0.1", 9464,
+                     OSError(errno.EADDRINUSE, "Address already in use"), field="metrics_addr")
+    assert str(exc) == ("--metrics-addr 127.0.0.1:9464: cannot listen: address already in use "
+                        "(another process listens there); choose another with --metrics-addr "
+                        "(config: metrics_addr)")
+    assert "[::1]:80" in str(bind_error("--ws-port", "::1", 80, OSError(errno.EACCES, "x")))
+
+
+def _busy_port() -> tuple[object, int]:
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    return sock, sock.getsockname()[1]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("command", ["run", "simulate"])
+def test_port_in_use_exits_2_with_one_line_naming_address_and_flag(command: str) -> None:
+    sock, port = _busy_port()
+    try:
+        if command == "run":
+            args = ["run", "--market", "a", "--api-url", "http://127.0.0.1:9",
+                    "--ws-url", "ws://127.0.0.1:9", "--metrics-addr", f"127.0.0.1:{port}",
+                    "--log-format", "json"]
+            flag = "--metrics-addr"
+        else:
+            args = ["simulate", "--rest-port", str(port)]
+            flag = "--rest-port"
+        proc = _spawn(*args)
+        _, err_bytes = proc.communicate(timeout=30)
+    finally:
+        sock.close()  # type: ignore[attr-defined]
+    err = err_bytes.decode()
+    assert proc.returncode == 2, err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("limitless-streamer: error:"), err
+    assert f"127.0.0.1:{port}" in last and flag in last and "in use" in last

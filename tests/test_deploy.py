@@ -7,8 +7,13 @@
 * with a ``prometheus`` binary: a real Prometheus scrapes the daemon running against the
   simulator, every dashboard query returns data, and alerts fire under simulator faults;
 * ``systemd-analyze verify`` on the unit; the example config loads and names every option;
-  the k8s shard wrapper derives ``--shard`` from the pod ordinal; the image's HEALTHCHECK
-  command succeeds against a live ``/healthz``.
+  the k8s shard wrapper derives ``--shard`` from the pod ordinal and the count from
+  ``spec.replicas`` (``kubectl kustomize``); the image installs its dependencies before its
+  source, every sink client, a default command that runs as shipped, and a HEALTHCHECK that
+  succeeds against a live ``/healthz`` on the port from the environment.
+
+Tests that run another program (promtool, systemd-analyze, sh, kubectl, Prometheus) are
+marked ``integration``: the unit tier runs no subprocess.
 """
 
 from __future__ import annotations
@@ -56,6 +61,8 @@ DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 PROMTOOL = shutil.which("promtool")
 PROMETHEUS = shutil.which("prometheus")
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
+
+KUBECTL = shutil.which("kubectl")
 
 needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed "
                                     "(apt-get install prometheus)")
@@ -209,6 +216,7 @@ def _promtool(*args: str, cwd: Path | None = None) -> subprocess.CompletedProces
                           cwd=cwd, check=False)
 
 
+@pytest.mark.integration
 @needs_promtool
 def test_deploy_alert_rules_pass_promtool_check() -> None:
     result = _promtool("check", "rules", str(DEPLOY / "alerts.yml"))
@@ -217,12 +225,14 @@ def test_deploy_alert_rules_pass_promtool_check() -> None:
     assert found and int(found[1]) == len(alert_rules())
 
 
+@pytest.mark.integration
 @needs_promtool
 def test_deploy_alert_rules_pass_promtool_unit_tests() -> None:
     result = _promtool("test", "rules", "alerts.test.yml", cwd=DEPLOY)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.integration
 @needs_promtool
 def test_deploy_dashboard_queries_parse_with_promtool(tmp_path: Path) -> None:
     exprs = [e for _, e in dashboard_exprs()] + [s for _, s, _ in variable_queries()]
@@ -267,6 +277,7 @@ def test_deploy_promql_structural_fallback() -> None:
 # -- systemd, config, k8s, image --------------------------------------------------------------
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(SYSTEMD_ANALYZE is None, reason="systemd-analyze not installed")
 def test_deploy_systemd_unit_verifies(tmp_path: Path) -> None:
     assert SYSTEMD_ANALYZE is not None
@@ -337,56 +348,160 @@ def _shard_script() -> str:
     return textwrap.dedent(found[1])
 
 
-@pytest.mark.parametrize(("pod", "expected"), [("limitless-streamer-0", "0/3"),
-                                               ("limitless-streamer-12", "12/3")])
-def test_deploy_k8s_shard_wrapper_derives_shard_from_ordinal(
-    tmp_path: Path, pod: str, expected: str,
-) -> None:
+def _run_shard_script(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
     fake = tmp_path / "limitless-streamer"
     fake.write_text('#!/bin/sh\necho "$@"\n')
     fake.chmod(0o755)
-    env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "POD_NAME": pod, "SHARD_COUNT": "3"}
-    result = subprocess.run(["/bin/sh", "-c", _shard_script()], env=env, capture_output=True,
-                            text=True, timeout=30, check=False)
+    return subprocess.run(["/bin/sh", "-c", _shard_script()],
+                          env={"PATH": f"{tmp_path}:/usr/bin:/bin", **env},
+                          capture_output=True, text=True, timeout=30, check=False)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("env", "expected"), [
+    ({"POD_NAME": "limitless-streamer-0", "POD_INDEX": ""}, "0/3"),
+    ({"POD_NAME": "limitless-streamer-2", "POD_INDEX": ""}, "2/3"),
+    ({"POD_NAME": "x", "POD_INDEX": "1"}, "1/3"),  # the pod-index label wins
+])
+def test_deploy_k8s_shard_wrapper_derives_shard_from_ordinal(
+    tmp_path: Path, env: dict[str, str], expected: str,
+) -> None:
+    result = _run_shard_script(tmp_path, SHARD_COUNT="3", **env)
     assert result.returncode == 0, result.stderr
     assert f"--shard {expected}" in result.stdout
     assert "--metrics-addr 0.0.0.0:9464" in result.stdout
 
 
-def test_deploy_k8s_shard_wrapper_refuses_a_pod_without_ordinal(tmp_path: Path) -> None:
-    env = {"PATH": "/usr/bin:/bin", "POD_NAME": "streamer", "SHARD_COUNT": "3"}
-    result = subprocess.run(["/bin/sh", "-c", _shard_script()], env=env, capture_output=True,
-                            text=True, timeout=30, check=False)
+@pytest.mark.integration
+@pytest.mark.parametrize(("env", "words"), [
+    ({"POD_NAME": "streamer", "SHARD_COUNT": "3"}, "ordinal"),
+    ({"POD_NAME": "limitless-streamer-3", "SHARD_COUNT": "3"}, "not below SHARD_COUNT=3"),
+    ({"POD_NAME": "limitless-streamer-0", "SHARD_COUNT": "from spec.replicas"}, "apply -k"),
+])
+def test_deploy_k8s_shard_wrapper_refuses_a_wrong_ordinal_or_count(
+    tmp_path: Path, env: dict[str, str], words: str,
+) -> None:
+    result = _run_shard_script(tmp_path, **env)
     assert result.returncode == 2
+    assert words in result.stderr and result.stdout == ""
 
 
-def test_deploy_k8s_manifest_wires_probes_scrape_and_shards() -> None:
+def test_deploy_k8s_manifest_wires_probes_scrape_shards_and_disruption_budget() -> None:
     text = (DEPLOY / "k8s.yaml").read_text()
-    replicas = re.search(r"^\s+replicas: (\d+)", text, re.M)
-    shards = re.search(r'name: SHARD_COUNT\n\s+value: "(\d+)"', text)
-    assert replicas and shards and replicas[1] == shards[1]
+    assert re.search(r"^\s+replicas: \d+", text, re.M)
+    # The count has one home, spec.replicas; no second literal to keep in step.
+    assert not re.search(r'name: SHARD_COUNT\n\s+value: "\d+"', text)
     for needle in ("kind: StatefulSet", "path: /healthz", "path: /readyz",
                    'prometheus.io/scrape: "true"', 'prometheus.io/port: "9464"',
-                   "kind: Secret", "secretRef:", "runAsNonRoot: true"):
+                   "kind: Secret", "secretRef:", "runAsNonRoot: true",
+                   "kind: PodDisruptionBudget", "maxUnavailable: 1",
+                   "apps.kubernetes.io/pod-index"):
         assert needle in text, needle
+    kustomization = (DEPLOY / "kustomization.yaml").read_text()
+    assert "fieldPath: spec.replicas" in kustomization and "SHARD_COUNT" in kustomization
 
 
-@pytest.mark.anyio
-async def test_deploy_dockerfile_healthcheck_command_succeeds_against_healthz() -> None:
-    text = (DEPLOY / "Dockerfile").read_text()
-    assert re.search(r"^FROM python:3\.11-slim\b", text, re.M)
+@pytest.mark.integration
+@pytest.mark.skipif(KUBECTL is None, reason="kubectl not installed")
+def test_deploy_kustomize_copies_replicas_into_shard_count() -> None:
+    assert KUBECTL is not None
+    result = subprocess.run([KUBECTL, "kustomize", str(DEPLOY)], capture_output=True,
+                            text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    replicas = re.search(r"^\s+replicas: (\d+)", result.stdout, re.M)
+    count = re.search(r'name: SHARD_COUNT\n\s+value: "(\d+)"', result.stdout)
+    assert replicas and count and replicas[1] == count[1]
+    assert "kind: PodDisruptionBudget" in result.stdout
+
+
+def _dockerfile() -> str:
+    return (DEPLOY / "Dockerfile").read_text()
+
+
+def test_deploy_dockerfile_pins_the_base_and_installs_dependencies_before_the_source() -> None:
+    text = _dockerfile()
+    base = re.search(r"^ARG PYTHON_IMAGE=(\S+)$", text, re.M)
+    assert base and re.fullmatch(r"python:3\.11\.\d+-slim-\w+(@sha256:[0-9a-f]{64})?", base[1])
+    assert re.findall(r"^FROM (\S+)", text, re.M) == ["${PYTHON_IMAGE}", "${PYTHON_IMAGE}"]
+    deps = text.index("COPY pyproject.toml deploy/requirements.py ./")
+    install_deps = text.index("pip install -r requirements.txt")
+    source = text.index("COPY . .")
+    assert deps < install_deps < source
+    assert "pip install --no-build-isolation '.[all]'" in text[source:]
     user = re.search(r"^USER (\S+)", text, re.M)
     assert user and not user[1].startswith(("root", "0"))
-    assert "EXPOSE 9464" in text and '"limitless-streamer", "run"' in text
-    check = re.search(r'CMD \["python", "-c", "(.+)"\]', text)
-    assert check and "/healthz" in check[1]
+    assert "EXPOSE 9464" in text and "METRICS_PORT=9464" in text
+
+
+def test_deploy_requirements_helper_lists_every_sink_client() -> None:
+    import runpy
+
+    helper = runpy.run_path(str(DEPLOY / "requirements.py"))
+    pyproject = DEPLOY.parent / "pyproject.toml"
+    reqs = helper["requirements"](pyproject, ["all"])
+    base = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
+    assert reqs[: len(base)] == base
+    names = {re.split(r"[<>=!~\[; ]", r, maxsplit=1)[0].lower() for r in reqs}
+    assert {"nats-py", "redis"} <= names
+    assert not any(r.startswith("limitless-streamer") for r in reqs)
+    with pytest.raises(SystemExit, match="no extra named"):
+        helper["requirements"](pyproject, ["carrier-pigeon"])
+
+
+def test_deploy_dockerfile_default_command_runs_without_edits() -> None:
+    from streamer.cli import _overrides, build_parser, preflight_sinks
+
+    text = _dockerfile()
+    cmd = re.search(r"^CMD (\[.*\])$", text, re.M)
+    assert cmd
+    args = json.loads(cmd[1])
+    ns = build_parser().parse_args(["run", "--metrics-addr", "0.0.0.0:9464", *args])
+    settings = load_settings(ns.config, _overrides(ns))
+    preflight_sinks(settings)
+    assert settings.all_markets and settings.sinks == ("stdout:",)
+
+
+@pytest.mark.integration
+def test_deploy_dockerfile_entrypoint_passes_the_port_and_the_arguments(tmp_path: Path) -> None:
+    entry = re.search(r"^ENTRYPOINT (\[.*\])$", _dockerfile(), re.M)
+    assert entry
+    argv = json.loads(entry[1])
+    fake = tmp_path / "limitless-streamer"
+    fake.write_text('#!/bin/sh\necho "$@"\n')
+    fake.chmod(0o755)
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "METRICS_PORT": "9500"}
+    result = subprocess.run([*argv, "--all-markets", "--sink", "file:/x y"], env=env,
+                            capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "run --metrics-addr 0.0.0.0:9500 --all-markets --sink file:/x y"
+
+
+@pytest.mark.integration
+@pytest.mark.anyio
+async def test_deploy_dockerfile_healthcheck_command_succeeds_against_healthz() -> None:
+    check = re.search(r'CMD \["python", "-c", "(.+)"\]', _dockerfile())
+    assert check and "/healthz" in check[1] and "METRICS_PORT" in check[1]
     metrics = Metrics(CollectorRegistry(), process_metrics=False)
     async with anyio.create_task_group() as tg:
         port = await tg.start(partial(serve_http, "127.0.0.1:0", metrics, metrics.readiness))
-        code = check[1].replace(":9464/", f":{port}/")
-        result = await anyio.run_process([sys.executable, "-c", code], check=False)
+        result = await anyio.run_process([sys.executable, "-c", check[1]], check=False,
+                                         env={"METRICS_PORT": str(port)})
         assert result.returncode == 0, result.stderr
         tg.cancel_scope.cancel()
+
+
+def test_deploy_dashboard_imports_with_a_data_source_input() -> None:
+    dash = dashboard()
+    inputs = dash["__inputs"]
+    assert [(i["name"], i["type"], i["pluginId"]) for i in inputs] == [
+        ("DS_PROMETHEUS", "datasource", "prometheus")]
+    variables = {v["name"]: v for v in dash["templating"]["list"]}
+    assert variables["datasource"]["current"]["value"] == "${DS_PROMETHEUS}"
+    market = variables["market"]
+    assert not market["includeAll"] and market["current"] == {}  # first market, not All
+    topk = [t for p in panels(dash) for t in p.get("targets", []) if "topk(" in t["expr"]]
+    assert len(topk) >= 3
+    assert all(t.get("instant") is True and t.get("range") is False for t in topk)
 
 
 # -- a real Prometheus against the daemon on the simulator ------------------------------------

@@ -14,8 +14,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+from streamer.addr import parse_addr
+from streamer.errors import ConfigError
 from streamer.feed import FeedStats
-from streamer.health import HttpApp, parse_addr, serve_http
+from streamer.health import HttpApp, serve_http
 from streamer.metrics import Metrics
 from streamer.universe import Universe
 from tests.test_metrics import FakeFeed, add_market
@@ -89,6 +91,7 @@ def test_parse_addr_rejects_malformed(addr: str) -> None:
 # -- over loopback ----------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 @pytest.mark.anyio
 async def test_serve_http_healthz_and_readyz_flip() -> None:
     switch = Switch()
@@ -103,6 +106,7 @@ async def test_serve_http_healthz_and_readyz_flip() -> None:
         assert (await client.get("/readyz")).status_code == 503
 
 
+@pytest.mark.integration
 @pytest.mark.anyio
 async def test_serve_http_readyz_follows_the_bound_feed() -> None:
     metrics, feed = fresh(), FakeFeed(FeedStats(), Universe())
@@ -119,6 +123,7 @@ async def test_serve_http_readyz_follows_the_bound_feed() -> None:
         assert (await client.get("/readyz")).status_code == 503
 
 
+@pytest.mark.integration
 @pytest.mark.anyio
 async def test_serve_http_metrics_values_move_between_scrapes() -> None:
     metrics, feed = fresh(), FakeFeed()
@@ -139,6 +144,7 @@ async def test_serve_http_metrics_values_move_between_scrapes() -> None:
         assert frames(second.text) - frames(first.text) == 42
 
 
+@pytest.mark.integration
 @pytest.mark.anyio
 async def test_serve_http_negotiates_openmetrics_gzip_and_head() -> None:
     async with serving(fresh()) as client:
@@ -154,6 +160,7 @@ async def test_serve_http_negotiates_openmetrics_gzip_and_head() -> None:
         assert int(head.headers["content-length"]) > 0
 
 
+@pytest.mark.integration
 @pytest.mark.anyio
 async def test_serve_http_answers_garbage_with_400_and_keeps_serving() -> None:
     metrics = fresh()
@@ -175,6 +182,7 @@ async def test_serve_http_answers_garbage_with_400_and_keeps_serving() -> None:
         tg.cancel_scope.cancel()
 
 
+@pytest.mark.integration
 @pytest.mark.anyio
 async def test_serve_http_gzip_body_is_valid() -> None:
     metrics = fresh()
@@ -196,11 +204,12 @@ async def test_serve_http_gzip_body_is_valid() -> None:
         tg.cancel_scope.cancel()
 
 
+@pytest.mark.integration
 @pytest.mark.anyio
 async def test_serve_http_reports_address_in_use() -> None:
     metrics = fresh()
     async with anyio.create_task_group() as tg:
         port = await tg.start(partial(serve_http, "127.0.0.1:0", metrics, Switch()))
-        with pytest.raises(OSError):
+        with pytest.raises(ConfigError, match=rf"--metrics-addr 127\.0\.0\.1:{port}: .*in use"):
             await serve_http(f"127.0.0.1:{port}", metrics, Switch())
         tg.cancel_scope.cancel()

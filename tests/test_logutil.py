@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import ast
 import io
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 import msgspec
 import pytest
 
-from streamer.logutil import RedactingFilter, secret_values, setup_logging
+from streamer.logutil import FIELDS, RedactingFilter, fields, secret_values, setup_logging
 
 SECRET = "c2VjcmV0LWhtYWMta2V5LWJ5dGVz"
 API_KEY = "lmts_0123456789abcdef"
@@ -99,3 +101,66 @@ def test_secret_values_skip_short_and_unrelated_vars() -> None:
     env = {"LIMITLESS_API_KEY": "abc", "LIMITLESS_REDIS_TOKEN": "tok-123456",
            "PATH": "/usr/bin:/bin", "LIMITLESS_API_URL": "https://api.example"}
     assert secret_values(env) == ("tok-123456",)
+
+
+@pytest.mark.usefixtures("restore_root")
+def test_json_lines_carry_context_fields_and_the_run_id() -> None:
+    out = io.StringIO()
+    setup_logging("info", "json", env={}, stream=out, run="run-1")
+    log = logging.getLogger("sinks.delivery")
+    log.warning("sink %s: broker unavailable; reconnecting in %.1fs", "nats", 1.5,
+                extra=fields(sink="nats", delay_s=1.5, attempt=2, reason="LinkDown",
+                             market=None))
+    log.info("starting", extra=fields(url="redis://user:s3cretpw@h:6379/0?stream=x&token=abc"))
+    first, second = lines(out)
+    assert first["sink"] == "nats" and first["delay_s"] == 1.5 and first["attempt"] == 2
+    assert first["reason"] == "LinkDown" and "market" not in first
+    assert first["run"] == second["run"] == "run-1"
+    assert second["url"] == "redis://user:***@h:6379/0?stream=x&token=***"
+
+
+@pytest.mark.usefixtures("restore_root")
+def test_text_lines_stay_readable_and_append_only_missing_fields() -> None:
+    out = Tty()
+    setup_logging("info", "auto", env={}, stream=out, run="run-1")
+    log = logging.getLogger("sinks.delivery")
+    log.warning("sink %s: retrying in %.1fs", "nats", 1.5,
+                extra=fields(sink="nats", delay_s=1.5, reason="LinkDown"))
+    line = out.getvalue().strip()
+    assert line.endswith("WARNING sinks.delivery: sink nats: retrying in 1.5s [reason=LinkDown]")
+    assert "run-1" not in line
+
+
+def test_fields_refuses_names_outside_the_convention() -> None:
+    with pytest.raises(ValueError, match="slug"):
+        fields(slug="btc")
+
+
+def _extra_keys(tree: ast.AST) -> Iterator[tuple[int, str]]:
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        for keyword in node.keywords:
+            if keyword.arg != "extra":
+                continue
+            value = keyword.value
+            if isinstance(value, ast.Dict):
+                for key in value.keys:
+                    assert isinstance(key, ast.Constant), f"line {node.lineno}: computed key"
+                    yield node.lineno, str(key.value)
+            elif isinstance(value, ast.Call):
+                assert isinstance(value.func, ast.Name) and value.func.id == "fields", (
+                    f"line {node.lineno}: extra= must be a dict literal or fields(...)")
+                for kw in value.keywords:
+                    yield node.lineno, str(kw.arg)
+
+
+def test_every_log_extra_in_the_code_uses_the_documented_field_names() -> None:
+    root = Path(__file__).resolve().parent.parent
+    wrong = []
+    for package in ("streamer", "sinks", "orderbook"):
+        for path in sorted((root / package).rglob("*.py")):
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            wrong += [f"{path.relative_to(root)}:{line}: {key}"
+                      for line, key in _extra_keys(tree) if key not in FIELDS]
+    assert not wrong, "log fields outside streamer.logutil.FIELDS: " + ", ".join(wrong)

@@ -178,6 +178,7 @@ async def test_run_feed_lets_a_bug_through() -> None:
     assert runner.disconnects == []
 
 
+@pytest.mark.integration
 @pytest.mark.anyio
 async def test_open_websocket_maps_a_refused_connection_to_connect_error() -> None:
     listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
@@ -189,6 +190,7 @@ async def test_open_websocket_maps_a_refused_connection_to_connect_error() -> No
             pass
 
 
+@pytest.mark.integration
 @pytest.mark.anyio
 async def test_open_websocket_reports_a_rejected_upgrade_with_its_status() -> None:
     async def answer_401(stream: anyio.abc.SocketStream) -> None:

@@ -6,6 +6,7 @@ the records (``sinks.records.Record``); a test keeps the two identical.
 
 from __future__ import annotations
 
+import argparse
 import json
 from importlib import resources
 from typing import Any
@@ -37,3 +38,12 @@ def render() -> str:
 def shipped() -> str:
     """The text of the schema file shipped in the package."""
     return resources.files(__name__).joinpath(SCHEMA_FILE).read_text(encoding="utf-8")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The flags of ``python -m streamer.schema`` (only ``--help``)."""
+    return argparse.ArgumentParser(
+        prog="python -m streamer.schema",
+        description="Print the JSON Schema (draft 2020-12) of the NDJSON events on stdout; "
+        f"the same text as the shipped streamer/schema/{SCHEMA_FILE}.",
+    )

@@ -12,6 +12,7 @@ import anyio
 import anyio.abc
 import msgspec
 
+from streamer.addr import bind_error
 from streamer.simulator.account import Account
 from streamer.simulator.exchange import Exchange, Market, SimulatorConfig
 from streamer.simulator.rest import Quirks, RestHandler, RestServer, RestStats, orderbook_payload
@@ -109,8 +110,14 @@ class Simulator:
     ) -> None:
         """Serve until cancelled; reports the bound URLs through ``task_status``."""
         async with anyio.create_task_group() as tg:
-            bound_rest = await tg.start(self._rest.serve, host, rest_port)
-            bound_ws = await tg.start(self._hub.serve, host, ws_port)
+            try:
+                bound_rest = await tg.start(self._rest.serve, host, rest_port)
+            except OSError as exc:
+                raise bind_error("--rest-port", host, rest_port, exc) from None
+            try:
+                bound_ws = await tg.start(self._hub.serve, host, ws_port)
+            except OSError as exc:
+                raise bind_error("--ws-port", host, ws_port, exc) from None
             tg.start_soon(self._drive_books)
             config = self.config
             if config.auth is not None and config.private_rate_hz > 0:

@@ -218,6 +218,7 @@ class PortfolioShape(msgspec.Struct):
     group: list[Any]
 
 
+@pytest.mark.integration
 async def test_rest_portfolio_accepts_client_hmac_signature() -> None:
     clock = Clock()
     async with running(CONFIG, clock) as (sim, address), rest_client(address, HMAC, clock) as rest:
@@ -227,6 +228,7 @@ async def test_rest_portfolio_accepts_client_hmac_signature() -> None:
     assert sim.stats.rest.auth_ok["hmac"] == 1 and not sim.stats.rest.auth_failures
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     ("credentials", "skew_s", "reason"),
     [
@@ -254,6 +256,7 @@ async def test_rest_portfolio_rejects_bad_credentials_with_401(
     assert sim.stats.rest.auth_failures == {reason: 1}
 
 
+@pytest.mark.integration
 async def test_rest_rejects_signature_made_for_another_path() -> None:
     clock = Clock()
     async with running(CONFIG, clock) as (sim, address), httpx.AsyncClient() as http:
@@ -265,6 +268,7 @@ async def test_rest_rejects_signature_made_for_another_path() -> None:
     assert sim.stats.rest.auth_failures == {"bad_signature": 1}
 
 
+@pytest.mark.integration
 async def test_rest_retry_post_signs_the_exact_body() -> None:
     clock = Clock()
     path = "/profiles/partner-accounts/4543/allowances/retry"
@@ -277,6 +281,7 @@ async def test_rest_retry_post_signs_the_exact_body() -> None:
     assert same_body.json()["summary"]["submitted"] == 4
 
 
+@pytest.mark.integration
 async def test_rest_public_endpoints_stay_public_and_private_need_auth() -> None:
     async with running(CONFIG) as (sim, address), httpx.AsyncClient() as http:
         active = await http.get(address.api_url + "/markets/active")
@@ -287,6 +292,7 @@ async def test_rest_public_endpoints_stay_public_and_private_need_auth() -> None
     assert sim.stats.rest.auth_failures == {"missing": 2}
 
 
+@pytest.mark.integration
 async def test_rest_private_endpoints_refused_when_simulator_has_no_auth() -> None:
     config = SimulatorConfig(quirks=False, rate_hz=0)
     async with running(config) as (_, address), rest_client(address, HMAC, Clock()) as rest:
@@ -295,6 +301,7 @@ async def test_rest_private_endpoints_refused_when_simulator_has_no_auth() -> No
     assert info.value.status == 401
 
 
+@pytest.mark.integration
 async def test_rest_api_key_reads_portfolio_but_not_allowances() -> None:
     clock = Clock()
     key = ApiKey(API_KEY)
@@ -308,6 +315,7 @@ async def test_rest_api_key_reads_portfolio_but_not_allowances() -> None:
     assert sim.stats.rest.auth_failures == {"hmac_required": 1}
 
 
+@pytest.mark.integration
 async def test_rest_allowances_unknown_and_invalid_profiles() -> None:
     clock = Clock()
     async with running(CONFIG, clock) as (_, address), rest_client(address, HMAC, clock) as rest:
@@ -320,6 +328,7 @@ async def test_rest_allowances_unknown_and_invalid_profiles() -> None:
     assert statuses == [404, 400, 400]
 
 
+@pytest.mark.integration
 async def test_rest_allowance_429_carries_retry_after_in_body() -> None:
     clock = Clock()
     config = msgspec.structs.replace(CONFIG, allowance_retry_429=1, allowance_retry_after_s=7)
@@ -369,6 +378,7 @@ async def emit(ws: ClientConnection, name: str, payload: Any = None) -> None:
     await ws.send(PREFIX + msgspec.json.encode(body).decode())
 
 
+@pytest.mark.integration
 async def test_ws_signed_handshake_serves_private_order_events() -> None:
     clock = Clock()
     async with running(CONFIG, clock) as (sim, address):
@@ -385,6 +395,7 @@ async def test_ws_signed_handshake_serves_private_order_events() -> None:
     assert sim.stats.ws.auth_accepted == 1 and sim.stats.ws.private_subscriptions == 2
 
 
+@pytest.mark.integration
 async def test_ws_accepts_the_python_sdk_query_order_when_signed_as_sent() -> None:
     clock = Clock()
     async with running(CONFIG, clock) as (sim, address):
@@ -394,6 +405,7 @@ async def test_ws_accepts_the_python_sdk_query_order_when_signed_as_sent() -> No
     assert list(sim.stats.ws.handshake_paths) == [EIO_PATH_PY]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     ("make_headers", "path", "reason"),
     [
@@ -419,6 +431,7 @@ async def test_ws_rejects_bad_handshake_signature_with_401(
     assert sim.stats.ws.connections_accepted == 0
 
 
+@pytest.mark.integration
 async def test_ws_stale_reused_signature_rejected_fresh_one_accepted() -> None:
     clock = Clock()
     async with running(CONFIG, clock) as (sim, address):
@@ -435,6 +448,7 @@ async def test_ws_stale_reused_signature_rejected_fresh_one_accepted() -> None:
     assert sim.stats.ws.auth_rejected == {"stale_timestamp": 1}
 
 
+@pytest.mark.integration
 async def test_ws_api_key_handshake_is_authenticated() -> None:
     async with running(CONFIG) as (sim, address):
         async with open_socket(address, {"X-API-Key": API_KEY}) as ws:
@@ -447,6 +461,7 @@ async def test_ws_api_key_handshake_is_authenticated() -> None:
     assert sim.stats.ws.private_subscriptions == 1 and sim.stats.ws.private_refused == 0
 
 
+@pytest.mark.integration
 async def test_ws_private_subscribe_on_anonymous_socket_gets_exception() -> None:
     async with running(CONFIG) as (sim, address):
         async with open_socket(address, {}) as ws:
@@ -465,6 +480,7 @@ async def test_ws_private_subscribe_on_anonymous_socket_gets_exception() -> None
     assert sim.stats.ws.private_refused == 1 and sim.stats.ws.private_subscriptions == 0
 
 
+@pytest.mark.integration
 async def test_ws_no_auth_configured_keeps_headers_ignored_and_sockets_public() -> None:
     config = SimulatorConfig(quirks=False, rate_hz=0)
     async with running(config) as (sim, address):

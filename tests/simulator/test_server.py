@@ -144,6 +144,7 @@ async def subscribe(
 # -- REST -----------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 async def test_rest_active_markets_paginates_everything() -> None:
     config = msgspec.structs.replace(QUIET, markets=30, groups=2, amm_markets=1)
     async with with_rest(config) as (sim, client):
@@ -165,6 +166,7 @@ async def test_rest_active_markets_paginates_everything() -> None:
         assert sim.stats.rest.requests["/markets/active"] == 5
 
 
+@pytest.mark.integration
 async def test_rest_active_markets_rejects_bad_query() -> None:
     async with with_rest(QUIET) as (_, client):
         response = await client.get("/markets/active", params={"limit": 0})
@@ -174,6 +176,7 @@ async def test_rest_active_markets_rejects_bad_query() -> None:
         assert (await client.get("/markets/active", params={"sortBy": "bogus"})).status_code == 400
 
 
+@pytest.mark.integration
 async def test_rest_market_by_slug_child_and_404() -> None:
     async with with_rest(QUIET) as (sim, client):
         group = next(m for m in sim.exchange.active_markets() if m.market_type == "group")
@@ -191,6 +194,7 @@ async def test_rest_market_by_slug_child_and_404() -> None:
         assert (await client.get(f"/markets/{group.slug}/orderbook")).status_code == 400
 
 
+@pytest.mark.integration
 async def test_rest_orderbook_matches_exchange_exactly() -> None:
     async with with_rest(QUIET) as (sim, client):
         slug = sim.exchange.book_slugs()[0]
@@ -211,6 +215,7 @@ async def test_rest_orderbook_matches_exchange_exactly() -> None:
         assert book2.maxSpread == Decimal("0.05") and book2.minSize == Decimal(1)
 
 
+@pytest.mark.integration
 async def test_rest_fault_rates_follow_the_seed() -> None:
     config = msgspec.structs.replace(QUIET, rest_429_rate=0.25, rest_503_rate=0.25)
     runs: list[list[int]] = []
@@ -231,6 +236,7 @@ async def test_rest_fault_rates_follow_the_seed() -> None:
     assert runs[0].count(200) == 200 - runs[0].count(429) - runs[0].count(503)
 
 
+@pytest.mark.integration
 async def test_rest_keep_alive_and_per_path_counts() -> None:
     async with with_rest(QUIET) as (sim, client):
         slug = sim.exchange.book_slugs()[0]
@@ -248,6 +254,7 @@ async def test_rest_keep_alive_and_per_path_counts() -> None:
 # -- WebSocket ------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 async def test_ws_rejects_other_paths_and_protocol_versions() -> None:
     async with running(QUIET) as (sim, address):
         with pytest.raises(InvalidStatus) as wrong_path:
@@ -261,6 +268,7 @@ async def test_ws_rejects_other_paths_and_protocol_versions() -> None:
         assert sim.stats.ws.connections_rejected == 2
 
 
+@pytest.mark.integration
 async def test_ws_open_packet_and_namespace_connect() -> None:
     config = msgspec.structs.replace(QUIET, ping_interval_ms=12345, ping_timeout_ms=6789)
     async with running(config) as (sim, address):
@@ -279,6 +287,7 @@ async def test_ws_open_packet_and_namespace_connect() -> None:
         assert sim.stats.connections_accepted == 1
 
 
+@pytest.mark.integration
 async def test_ws_ping_pong_keeps_alive_and_missing_pong_closes() -> None:
     config = msgspec.structs.replace(QUIET, ping_interval_ms=80, ping_timeout_ms=150)
     async with running(config) as (sim, address), open_socket(address, join=False) as ws:
@@ -292,6 +301,7 @@ async def test_ws_ping_pong_keeps_alive_and_missing_pong_closes() -> None:
         assert sim.stats.ws.ping_timeouts == 1 and sim.stats.ws.pongs_received == 3
 
 
+@pytest.mark.integration
 async def test_ws_subscribe_receives_only_subscribed_slugs() -> None:
     config = SimulatorConfig(quirks=False, rate_hz=500, markets=6, groups=0, amm_markets=0)
     async with running(config) as (sim, address), open_socket(address) as ws:
@@ -313,6 +323,7 @@ async def test_ws_subscribe_receives_only_subscribed_slugs() -> None:
         assert sim.stats.subscriptions == 1 and sim.subscriptions() == [frozenset(wanted)]
 
 
+@pytest.mark.integration
 async def test_ws_no_book_is_pushed_on_subscribe() -> None:
     async with running(QUIET) as (sim, address), open_socket(address) as ws:
         await subscribe(ws, sim.exchange.book_slugs())
@@ -321,6 +332,7 @@ async def test_ws_no_book_is_pushed_on_subscribe() -> None:
         assert quiet.cancelled_caught
 
 
+@pytest.mark.integration
 async def test_ws_subscribe_replaces_previous_subscription() -> None:
     config = SimulatorConfig(quirks=False, rate_hz=500, markets=4, groups=0, amm_markets=0)
     async with running(config) as (sim, address), open_socket(address) as ws:
@@ -332,6 +344,7 @@ async def test_ws_subscribe_replaces_previous_subscription() -> None:
             assert (await next_update(ws)).marketSlug == second
 
 
+@pytest.mark.integration
 async def test_ws_last_update_matches_rest_after_pause() -> None:
     config = SimulatorConfig(quirks=False, rate_hz=300, markets=2, groups=0, amm_markets=0)
     async with running(config) as (sim, address), open_socket(address) as ws:
@@ -351,6 +364,7 @@ async def test_ws_last_update_matches_rest_after_pause() -> None:
         assert (levels(rest.bids), levels(rest.asks)) == (bids, asks)
 
 
+@pytest.mark.integration
 async def test_ws_kick_sends_namespace_disconnect_then_closes() -> None:
     async with running(QUIET) as (sim, address), open_socket(address) as ws:
         assert sim.kick_all() == 1
@@ -361,6 +375,7 @@ async def test_ws_kick_sends_namespace_disconnect_then_closes() -> None:
         assert sim.stats.kicks == 1
 
 
+@pytest.mark.integration
 async def test_ws_periodic_kick() -> None:
     config = msgspec.structs.replace(QUIET, kick_every_s=0.1)
     async with running(config) as (_, address), open_socket(address) as ws:
@@ -368,6 +383,7 @@ async def test_ws_periodic_kick() -> None:
             assert await recv_frame(ws) == "41/markets,"
 
 
+@pytest.mark.integration
 async def test_ws_stall_silences_every_frame_without_closing() -> None:
     config = SimulatorConfig(
         quirks=False, rate_hz=500, markets=3, groups=0, amm_markets=0, ping_interval_ms=50
@@ -389,6 +405,7 @@ async def test_ws_stall_silences_every_frame_without_closing() -> None:
         assert sim.connections == 1
 
 
+@pytest.mark.integration
 async def test_ws_malformed_frames_appear_when_configured() -> None:
     config = SimulatorConfig(
         quirks=False, rate_hz=500, markets=3, groups=0, amm_markets=0, malformed_rate=0.3
@@ -411,6 +428,7 @@ async def test_ws_malformed_frames_appear_when_configured() -> None:
         assert sim.stats.ws.malformed_sent >= bad
 
 
+@pytest.mark.integration
 async def test_ws_lifecycle_events_follow_the_active_list() -> None:
     config = msgspec.structs.replace(
         QUIET, markets=3, groups=0, amm_markets=0, lifecycle_every_s=0.1
@@ -429,6 +447,7 @@ async def test_ws_lifecycle_events_follow_the_active_list() -> None:
         assert gone["winningOutcomeIndex"] == resolved["winningIndex"]
 
 
+@pytest.mark.integration
 async def test_ws_amm_price_data_for_subscribed_address() -> None:
     config = SimulatorConfig(quirks=False, rate_hz=200, markets=1, groups=0, amm_markets=1)
     async with running(config) as (sim, address), open_socket(address) as ws:
@@ -440,6 +459,7 @@ async def test_ws_amm_price_data_for_subscribed_address() -> None:
         assert Decimal(str(prices["yesPrice"])) + Decimal(str(prices["noPrice"])) == 1
 
 
+@pytest.mark.integration
 async def test_ws_client_namespace_disconnect_closes_socket() -> None:
     async with running(QUIET) as (sim, address), open_socket(address) as ws:
         await ws.send("41/markets,")
@@ -447,6 +467,7 @@ async def test_ws_client_namespace_disconnect_closes_socket() -> None:
             await ws.recv()
 
 
+@pytest.mark.integration
 async def test_ws_quirks_vary_timestamps_and_sides() -> None:
     config = SimulatorConfig(quirks=True, rate_hz=500, markets=2, groups=0, amm_markets=0)
     async with running(config) as (sim, address), open_socket(address) as ws:
@@ -460,6 +481,7 @@ async def test_ws_quirks_vary_timestamps_and_sides() -> None:
         assert stamps == {str, int} and {"BUY", "buy", None} <= sides
 
 
+@pytest.mark.integration
 async def test_simulator_cancel_closes_open_sockets() -> None:
     stop = anyio.Event()
     sim = Simulator(QUIET)
@@ -480,6 +502,7 @@ async def test_simulator_cancel_closes_open_sockets() -> None:
     assert sim.connections == 0
 
 
+@pytest.mark.integration
 async def test_simulator_create_and_resolve_market_announce_to_sockets() -> None:
     async with running(QUIET) as (sim, address), open_socket(address) as ws:
         market = sim.create_market()

@@ -12,7 +12,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from sinks.base import Reopenable, SinkUnavailable
+from sinks.base import Reopenable, SinkConfigError, SinkUnavailable
 from sinks.fanout import Fanout, SinkSpec
 from sinks.file import FileSink
 from sinks.records import SCHEMA_VERSION, Book, Record, Status, decode_record, encode_line
@@ -242,3 +242,85 @@ def _lines(records: list[Record]) -> list[bytes]:
     for record in records:
         encode_line(record, buffer)
     return bytes(buffer).splitlines(keepends=True)
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+async def test_file_sink_writes_to_a_fifo_without_seek_or_rotation(tmp_path: Path) -> None:
+    path = tmp_path / "events.fifo"
+    os.mkfifo(path)
+    reader = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # so the sink's open does not block
+    try:
+        sink = FileSink(path, max_bytes=10, rotate_interval_s=1.0, keep=1, clock=Clock())
+        sink.preflight()
+        async with opened(sink):
+            await sink.write(statuses(3))
+            sink._clock.now += 5  # type: ignore[attr-defined]  # a new rotation period
+            await sink.write([status(3)])
+        data = _read_all(reader)
+    finally:
+        os.close(reader)
+    assert [decode_record(line) for line in data.splitlines()] == statuses(4)
+    assert os.listdir(tmp_path) == ["events.fifo"]  # nothing rotated
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+async def test_file_sink_writes_to_a_pipe_like_dev_stderr(tmp_path: Path) -> None:
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(read_fd, False)
+    try:
+        async with opened(FileSink(f"/proc/self/fd/{write_fd}", max_bytes=10)) as sink:
+            await sink.write(statuses(2))
+            await sink.write([status(2)])
+        os.close(write_fd)
+        write_fd = -1
+        data = _read_all(read_fd)
+    finally:
+        os.close(read_fd)
+        if write_fd >= 0:
+            os.close(write_fd)
+    assert [decode_record(line) for line in data.splitlines()] == statuses(3)
+
+
+def test_file_sink_preflight_names_a_missing_directory(tmp_path: Path) -> None:
+    with pytest.raises(SinkConfigError, match=r"directory .*/missing does not exist"):
+        FileSink(tmp_path / "missing" / "out.ndjson").preflight()
+
+
+def test_file_sink_preflight_refuses_a_directory_and_a_file_as_parent(tmp_path: Path) -> None:
+    with pytest.raises(SinkConfigError, match="is a directory"):
+        FileSink(tmp_path).preflight()
+    (tmp_path / "plain").write_text("")
+    with pytest.raises(SinkConfigError, match="Not a directory"):
+        FileSink(tmp_path / "plain" / "out.ndjson").preflight()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+def test_file_sink_preflight_refuses_a_read_only_directory(tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    try:
+        with pytest.raises(SinkConfigError, match="not writable"):
+            FileSink(locked / "out.ndjson").preflight()
+    finally:
+        locked.chmod(0o755)
+
+
+def test_file_sink_preflight_accepts_new_and_existing_files(tmp_path: Path) -> None:
+    FileSink(tmp_path / "new.ndjson", rotate_interval_s=3600).preflight()
+    (tmp_path / "old.ndjson").write_text("")
+    FileSink(tmp_path / "old.ndjson").preflight()
+    if os.path.exists("/dev/null"):
+        FileSink("/dev/null", max_bytes=10).preflight()

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import re
 from collections.abc import Sequence
@@ -490,3 +491,21 @@ def test_redis_url_defaults_and_options(tmp_path: Path) -> None:
 def test_queue_sink_url_rejects(url: str, message: str) -> None:
     with pytest.raises(SinkConfigError, match=re.escape(message)):
         parse_sink_url(url)
+
+
+async def test_spooled_sink_outage_logs_carry_sink_attempt_and_delay_fields(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    link = FakeLink()
+    sink = SpooledSink("fake", link, spool=Spool(tmp_path / "spool", max_bytes=1_000_000),
+                       backoff=lambda: iter([0.0, 0.0, 7.5]))
+    await sink.open()
+    with caplog.at_level(logging.DEBUG, logger="sinks.delivery"):
+        link.up = False
+        await sink.write(statuses(1))  # the outage: attempt 1 scheduled
+        await sink.write(statuses(1, 1))  # reconnect fails: attempt 2
+        await sink.write(statuses(1, 2))  # and again: attempt 3, 7.5 s away
+    retries = [r for r in caplog.records if getattr(r, "reason", None) == "broker_unavailable"]
+    assert [(r.sink, r.attempt, r.delay_s) for r in retries] == [  # type: ignore[attr-defined]
+        ("fake", 1, 0.0), ("fake", 2, 0.0), ("fake", 3, 7.5)]
+    await sink.aclose()
