@@ -33,7 +33,15 @@ from orderbook.book import OrderBook
 from orderbook.errors import InvalidLevel
 from orderbook.types import SCHEMA_VERSION, Book, BookSnapshot
 from sinks.fanout import Fanout
-from sinks.records import MarketCreated, MarketResolved, PriceData, Record, Status, record_type
+from sinks.records import (
+    MarketCreated,
+    MarketResolved,
+    PriceData,
+    Record,
+    Status,
+    new_run_id,
+    record_type,
+)
 from streamer.config import Settings
 from streamer.errors import (
     ConnectRefused,
@@ -154,8 +162,12 @@ class Feed:
         *,
         on_market_event: Callable[[str, str], None] | None = None,
         private: PrivateChannels | None = None,
+        run: str | None = None,
     ) -> None:
         self._settings = settings
+        self.run = new_run_id() if run is None else run
+        """This run's id, stamped on every record (see :mod:`sinks.records`)."""
+        universe.run = self.run
         self._rest = rest
         self._fanout = fanout
         self.universe = universe
@@ -183,9 +195,30 @@ class Feed:
         self._universe_changed.set()
 
     def publish(self, record: Record) -> None:
-        """Hand one record to every sink (never awaits; see module docstring)."""
+        """Hand one record to every sink (never awaits; see module docstring).
+
+        Records made outside the synchronizers (``status``, ``market``, private ones …) are
+        stamped with this run here; book records carry it already.
+        """
+        if record.run != self.run:
+            record = msgspec.structs.replace(record, run=self.run)
         self.stats.records[record_type(record)] += 1
         self._fanout.publish_nowait(record)
+
+    def start_run(self, run: str) -> None:
+        """Begin a new run: every market's ``seq`` restarts at 1 with a fresh ``book``.
+
+        Used when this daemon becomes the publisher (``--lease``). Markets not seeded yet
+        start the run with their next ``book`` (their first record, whatever the run).
+        """
+        self.run = self.universe.run = run
+        recv_ts = now_ms()
+        for entry in self.universe.markets.values():
+            record = entry.sync.new_run(run, recv_ts)
+            if record is not None and entry.active:
+                self.publish(record)
+            elif record is not None:  # not followed now: its first record if it returns
+                entry.sync.seq, entry.sync.seeded = 0, False
 
     def emit_status(self, state: str, reason: str | None = None, **extra: int | str) -> None:
         """Publish a ``status`` record."""

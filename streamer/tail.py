@@ -6,9 +6,11 @@ message) and ``redis://HOST:PORT/DB?stream=KEY`` (a Redis stream, or with
 ``per_market=true`` every ``KEY:*`` stream).
 
 Every record read is checked: book records go through :class:`orderbook.replay.Replayer`
-(a gap in a market's ``seq`` is reported on stderr the moment it is seen; the market is
-rebuilt again from its next ``book``). Records are echoed to stdout as NDJSON unless
-``--quiet``; ``--summary`` prints one line per market at the end. Exit status: 0 when no
+(a gap in a market's ``seq`` within a run is reported on stderr the moment it is seen; the
+market is rebuilt again from its next ``book``; a new run, i.e. a daemon restart or a
+failover, is reported as a restart and the market is rebuilt from that run's ``book``).
+Records are echoed to stdout as NDJSON unless ``--quiet``; ``--summary`` prints one line
+per market at the end. Exit status: 0 when no
 gap was seen, 1 otherwise, 2 for a bad URL.
 """
 
@@ -58,7 +60,13 @@ async def tail(
             continue
         report.records += 1
         if isinstance(record, Book | BookDelta):
-            gap = report.replayer.apply(record)
+            replayer = report.replayer
+            restarts = len(replayer.restarts)
+            gap = replayer.apply(record)
+            if len(replayer.restarts) > restarts:
+                restart = replayer.restarts[-1]
+                err.write(f"tail: RESTART of {restart.market}: run {restart.old_run} -> "
+                          f"{restart.new_run}, rebuilding from its book\n")
             if gap is not None:
                 report.gaps.append(gap)
                 err.write(f"tail: GAP in {gap.market}: expected seq {gap.expected}, "
@@ -72,11 +80,14 @@ async def tail(
 
 def summary(report: TailReport) -> str:
     """One line per market: seq reached, sync state, top of book, depth."""
+    replayer = report.replayer
     rows = [f"{report.records} records, {len(report.gaps)} gaps, "
-            f"{report.replayer.duplicates} duplicates, {report.undecodable} undecodable"]
-    for market, state in sorted(report.replayer.markets.items()):
+            f"{replayer.duplicates} duplicates, {report.undecodable} undecodable, "
+            f"{len(replayer.runs)} runs, {len(replayer.restarts)} market restarts, "
+            f"{replayer.stale_runs} records of superseded runs ignored"]
+    for market, state in sorted(replayer.markets.items()):
         book = state.book
-        rows.append(f"{market}: seq {state.next_seq - 1}, "
+        rows.append(f"{market}: run {state.run}, seq {state.next_seq - 1}, "
                     f"{'in sync' if state.synced else 'OUT OF SYNC'}, "
                     f"bid {book.best_bid()} ask {book.best_ask()}, "
                     f"{book.n_bids}x{book.n_asks} levels")

@@ -44,6 +44,8 @@ class Universe:
     """AMM market address -> slug (``newPriceData`` pass-through)."""
     version: int = 0
     """Bumped whenever the subscription set changes."""
+    run: str = ""
+    """The current run, given to every new market's synchronizer (the feed sets it)."""
 
     def slugs(self) -> list[str]:
         """Active CLOB slugs, sorted (the ``marketSlugs`` of the subscription)."""
@@ -82,7 +84,8 @@ class Universe:
             entry = self.markets.get(market.slug)
             if entry is None:
                 token = info.token or ""
-                entry = MarketEntry(market.slug, token, BookSynchronizer(market.slug, token), info)
+                sync = BookSynchronizer(market.slug, token, self.run)
+                entry = MarketEntry(market.slug, token, sync, info)
                 self.markets[market.slug] = entry
                 out.append(info)
                 changed = True

@@ -43,7 +43,7 @@ async def test_tail_rebuilds_the_book_exactly(tmp_path: Path) -> None:
     report = await tail(file_lines(str(path)), out=None, err=err)
     assert report.records == len(records) and not report.gaps
     assert report.replayer.book("m") == sync.book
-    assert "m: seq 29, in sync" in summary(report)
+    assert "m: run , seq 29, in sync" in summary(report)
 
 
 @pytest.mark.anyio
