@@ -52,7 +52,15 @@ __all__ = [
     "record_type",
     "decode_record",
     "new_run_id",
+    "STATUS_STATES",
+    "MARKET_EVENTS",
 ]
+
+STATUS_STATES: Final = ("connected", "subscribed", "resubscribed", "disconnected",
+                        "divergence", "reseeded", "lease_acquired")
+"""Every ``status.state`` the daemon emits (an enum in the schema: a new one bumps ``v``)."""
+MARKET_EVENTS: Final = ("added", "updated", "removed")
+"""Every ``market.event``."""
 
 
 class MarketInfo(msgspec.Struct, frozen=True, tag_field="type", tag="market"):
