@@ -156,6 +156,8 @@ async def run(
         specs: sinks to use instead of ``settings.sinks`` (tests, embedding).
         metrics: the metrics to fill (tests pass one with a private registry).
     """
+    if settings.lease is not None:
+        raise ConfigError("lease: not supported by this build yet")
     specs = settings.sink_specs() if specs is None else specs
     metrics = Metrics(per_market=settings.per_market_metrics) if metrics is None else metrics
     feeds: list[Feed] = []  # the fan-out exists before the feed; its snapshots come late
@@ -203,6 +205,8 @@ async def run(
                     await producers.start(discovery.run)
                     await producers.start(run_feed, feed, settings.ws_url, settings.feed,
                                           credentials)
+                    if settings.snapshot_interval_s > 0:
+                        producers.start_soon(feed.run_snapshots, settings.snapshot_interval_s)
                     if settings.allowances.profiles:
                         watcher = AllowanceWatcher(rest, settings.allowances.profiles,
                                                    publish=feed.publish,

@@ -54,6 +54,14 @@ def _add_run_flags(p: argparse.ArgumentParser, *, demo: bool = False) -> None:
         p.add_argument("--allowance-profile", dest="allowances.profiles", action="append",
                        type=int, metavar="ID",
                        help="watch this partner sub-account's allowances (repeatable; HMAC)")
+        p.add_argument("--lease", metavar="URL",
+                       help="hot standby: publish only while holding this lease "
+                            "(nats://HOST:PORT/BUCKET?ttl=3s or redis://HOST:PORT/DB?key=K&ttl=3s)")
+    p.add_argument("--snapshot-interval", dest="snapshot_interval_s", type=float,
+                   metavar="SECONDS", help="a full book of every market this often (0: off; "
+                                           "default 60)")
+    p.add_argument("--depth", type=int, metavar="N",
+                   help="emit only the top N levels per side")
     p.add_argument("--sink", dest="sinks", action="append", metavar="URL",
                    help="output (repeatable): stdout:, file:PATH[?max_bytes=&rotate=&keep=]")
     p.add_argument("--log-level", dest="log_level",
@@ -129,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 _RUN_KEYS = ("api_url", "ws_url", "markets", "all_markets", "discovery_interval_s", "sinks",
              "log_level", "shard", "log_format", "metrics_addr", "per_market_metrics",
-             "private.channels", "allowances.profiles")
+             "private.channels", "allowances.profiles", "snapshot_interval_s", "depth",
+             "lease")
 
 
 def _overrides(ns: argparse.Namespace) -> dict[str, Any]:

@@ -43,6 +43,7 @@ from sinks.records import (
     record_type,
 )
 from streamer.config import Settings
+from streamer.depth import top_levels
 from streamer.errors import (
     ConnectRefused,
     HeartbeatTimeout,
@@ -182,6 +183,7 @@ class Feed:
         self.private = private
         self._snapshot_due = anyio.Event()
         self._latency = self.stats.latency.observe_ms
+        self._depth = settings.depth
 
     # -- public API -----------------------------------------------------------------
 
@@ -204,6 +206,24 @@ class Feed:
             record = msgspec.structs.replace(record, run=self.run)
         self.stats.records[record_type(record)] += 1
         self._fanout.publish_nowait(record)
+
+    async def run_snapshots(self, interval_s: float) -> None:
+        """Every ``interval_s``, a full ``book`` of every seeded market (its next ``seq``).
+
+        So a consumer that starts reading late has a starting point for every market within
+        one interval. Only while connected: a disconnected daemon's books are re-seeded, with
+        ``book`` records, when it reconnects.
+        """
+        while True:
+            await anyio.sleep(interval_s)
+            if not self.stats.connected:
+                continue
+            for entry in self.universe.active():
+                if not self._fanout.ready:
+                    await self._fanout.wait_ready()
+                record = entry.sync.snapshot_record(now_ms())  # None if unseeded
+                if record is not None:
+                    self.publish(record)
 
     def start_run(self, run: str) -> None:
         """Begin a new run: every market's ``seq`` restarts at 1 with a fresh ``book``.
@@ -370,9 +390,13 @@ class Feed:
             self.stats.foreign_token += 1
             return
         sync = entry.sync
+        bids, asks = book.bids, book.asks
+        if self._depth is not None:
+            bids = top_levels(bids, self._depth, bids=True)
+            asks = top_levels(asks, self._depth, bids=False)
         try:
             record = sync.on_update(
-                BookSnapshot(entry.slug, str(token), book.bids, book.asks, ts, recv_ts)
+                BookSnapshot(entry.slug, str(token), bids, asks, ts, recv_ts)
             )
         except InvalidLevel as exc:
             self.stats.invalid_books += 1
@@ -462,6 +486,10 @@ class Feed:
         recv_ts = now_ms()
         if not self._fanout.ready:
             await self._fanout.wait_ready()
+        if self._depth is not None:
+            payload = msgspec.structs.replace(
+                payload, bids=top_levels(payload.bids, self._depth, bids=True),
+                asks=top_levels(payload.asks, self._depth, bids=False))
         sync = entry.sync
         if sync.seeded and sync.stats.applied != before and not sync.book.is_crossed():
             # A full WS book arrived while we were fetching: it is at least as fresh as
