@@ -7,7 +7,10 @@
     └── producers task group  (cancelled on SIGTERM/SIGINT or when stdout goes away)
         ├── signals           SIGTERM/SIGINT → shutdown, SIGHUP → reopen file sinks
         ├── discovery         bootstrap markets over REST, re-poll, lifecycle events
-        └── run_feed          reconnect loop → Feed.run_session
+        ├── run_feed          reconnect loop → Feed.run_session
+        ├── snapshots         a full book of every market per snapshot_interval_s
+        └── lease             (--lease) acquire/renew; the fan-out's gate lets only the
+                              holder's current run out
 
 Shutdown cancels the producers, then closes the fan-out, which drains every sink
 queue within ``shutdown_grace_s`` and closes the sinks.
@@ -18,6 +21,7 @@ from __future__ import annotations
 import logging
 import signal
 from collections.abc import Callable
+from functools import partial
 
 import anyio
 import httpx
@@ -25,6 +29,7 @@ from anyio.abc import TaskStatus
 
 from orderbook.types import Book
 from sinks.fanout import Fanout, SinkSpec
+from sinks.gate import PublishGate
 from streamer import __version__
 from streamer.allowances import AllowanceWatcher
 from streamer.auth import Credentials
@@ -33,6 +38,7 @@ from streamer.config import Settings
 from streamer.errors import ConfigError, RestError
 from streamer.feed import Feed, now_ms
 from streamer.health import serve_http
+from streamer.lease import Lease, make_backend, parse_lease_url
 from streamer.metrics import Metrics
 from streamer.private import PrivateChannels
 from streamer.protocol.messages import Market
@@ -117,6 +123,12 @@ class Discovery:
             self._feed.universe_changed()
 
 
+def _take_over(feed: Feed, run: str) -> None:
+    """The lease was acquired: publish every market's book under the new run, then go on."""
+    feed.start_run(run)
+    feed.emit_status("lease_acquired", "takeover")
+
+
 async def _watch_signals(fanout: Fanout, shutdown: anyio.CancelScope) -> None:
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async for signum in signals:
@@ -156,8 +168,6 @@ async def run(
         specs: sinks to use instead of ``settings.sinks`` (tests, embedding).
         metrics: the metrics to fill (tests pass one with a private registry).
     """
-    if settings.lease is not None:
-        raise ConfigError("lease: not supported by this build yet")
     specs = settings.sink_specs() if specs is None else specs
     metrics = Metrics(per_market=settings.per_market_metrics) if metrics is None else metrics
     feeds: list[Feed] = []  # the fan-out exists before the feed; its snapshots come late
@@ -165,8 +175,10 @@ async def run(
     def snapshot_source(market: str) -> Book | None:
         return feeds[0].snapshot_record(market) if feeds else None
 
+    lease_spec = parse_lease_url(settings.lease) if settings.lease is not None else None
+    gate = PublishGate() if lease_spec is not None else None
     fanout = Fanout(specs, drain_timeout_s=settings.shutdown_grace_s,
-                    snapshot_source=snapshot_source, on_written=metrics.on_written)
+                    snapshot_source=snapshot_source, on_written=metrics.on_written, gate=gate)
     budget = RateBudget(settings.rest.rate_per_s, settings.rest.burst)
     metrics.bind(fanout=fanout, sinks=[spec.sink for spec in specs], budget=budget)
     async with httpx.AsyncClient(
@@ -207,6 +219,11 @@ async def run(
                                           credentials)
                     if settings.snapshot_interval_s > 0:
                         producers.start_soon(feed.run_snapshots, settings.snapshot_interval_s)
+                    if lease_spec is not None and gate is not None:
+                        lease = Lease(lease_spec, make_backend(lease_spec), gate,
+                                      on_acquired=partial(_take_over, feed))
+                        metrics.bind(lease=lease, gate=gate)
+                        await producers.start(lease.run)
                     if settings.allowances.profiles:
                         watcher = AllowanceWatcher(rest, settings.allowances.profiles,
                                                    publish=feed.publish,
