@@ -132,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--quiet", "-q", action="store_true", help="do not echo events")
     tail.add_argument("--summary", action="store_true", help="per-market summary at the end")
     tail.add_argument("--limit", type=int, metavar="N", help="stop after N events")
+    tail.add_argument("--from-book", action="store_true",
+                      help="nats:// only: start at each market's newest book, not at the "
+                           "start of retention")
     return parser
 
 
@@ -304,7 +307,8 @@ def _cmd_tail(ns: argparse.Namespace) -> int:
     async def go() -> None:
         nonlocal status
         status = await run_tail(ns.url, follow=ns.follow, quiet=ns.quiet,
-                                show_summary=ns.summary, limit=ns.limit)
+                                show_summary=ns.summary, limit=ns.limit,
+                                from_book=ns.from_book)
 
     code = _run_guarded(go)
     return code if code != EXIT_OK else status

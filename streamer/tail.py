@@ -118,12 +118,15 @@ async def file_lines(path: str, *, follow: bool = False,
                 yield line
 
 
-def open_source(url: str, *, follow: bool = False) -> AsyncIterator[bytes]:
+def open_source(url: str, *, follow: bool = False,
+                from_book: bool = False) -> AsyncIterator[bytes]:
     """The line source for a sink URL.
 
     Raises:
-        ConfigError: unknown scheme.
+        ConfigError: unknown scheme, or ``from_book`` without a ``nats://`` URL.
     """
+    if from_book and not url.startswith("nats://"):
+        raise ConfigError("tail: --from-book needs a nats:// URL (JetStream)")
     if url == "-":
         return _stdin_lines()
     if url.startswith("file:"):
@@ -133,14 +136,14 @@ def open_source(url: str, *, follow: bool = False) -> AsyncIterator[bytes]:
     if url.startswith(("nats://", "redis://")):
         from streamer import tail_brokers
 
-        return tail_brokers.open_broker_source(url, follow=follow)
+        return tail_brokers.open_broker_source(url, follow=follow, from_book=from_book)
     raise ConfigError(f"tail: unsupported URL {url!r} (use -, file:, nats:// or redis://)")
 
 
 async def run_tail(url: str, *, follow: bool, quiet: bool, show_summary: bool,
-                   limit: int | None) -> int:
+                   limit: int | None, from_book: bool = False) -> int:
     """The ``tail`` command; returns the exit status."""
-    source = open_source(url, follow=follow)
+    source = open_source(url, follow=follow, from_book=from_book)
     report = await tail(source, out=None if quiet else sys.stdout, err=sys.stderr, limit=limit)
     if show_summary:
         sys.stderr.write(summary(report))
