@@ -228,11 +228,14 @@ class Feed:
     def start_run(self, run: str) -> None:
         """Begin a new run: every market's ``seq`` restarts at 1 with a fresh ``book``.
 
-        Used when this daemon becomes the publisher (``--lease``). Markets not seeded yet
-        start the run with their next ``book`` (their first record, whatever the run).
+        Used when this daemon becomes the publisher (``--lease``): the ``market`` records
+        of the followed markets are re-published first, so a consumer of the new run has
+        them. Markets not seeded yet start the run with their next ``book``.
         """
         self.run = self.universe.run = run
         recv_ts = now_ms()
+        for entry in self.universe.active():  # the market metadata, under the new run too
+            self.publish(entry.info)
         for entry in self.universe.markets.values():
             record = entry.sync.new_run(run, recv_ts)
             if record is not None and entry.active:
