@@ -4,13 +4,13 @@
 
     outer task group
     ├── fanout.run            sinks open first, drain last
-    └── producers task group  (cancelled on SIGTERM/SIGINT or when stdout goes away)
-        ├── signals           SIGTERM/SIGINT → shutdown, SIGHUP → reopen file sinks
-        ├── discovery         bootstrap markets over REST, re-poll, lifecycle events
-        ├── run_feed          reconnect loop → Feed.run_session
-        ├── snapshots         a full book of every market per snapshot_interval_s
-        └── lease             (--lease) acquire/renew; the fan-out's gate lets only the
-                              holder's current run out
+    ├── producers task group  (cancelled on SIGTERM/SIGINT or when stdout goes away)
+    │   ├── signals           SIGTERM/SIGINT → shutdown, SIGHUP → reopen file sinks
+    │   ├── discovery         bootstrap markets over REST, re-poll, lifecycle events
+    │   ├── run_feed          reconnect loop → Feed.run_session
+    │   └── snapshots         a full book of every market per snapshot_interval_s
+    └── lease                 (--lease) acquire/renew; the fan-out's gate lets only the
+                              holder's current run out; stopped after the fan-out drained
 
 Shutdown cancels the producers, then closes the fan-out, which drains every sink
 queue within ``shutdown_grace_s`` and closes the sinks.
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
 
 import anyio
@@ -123,6 +123,25 @@ class Discovery:
             self._feed.universe_changed()
 
 
+async def _fanout_then(fanout: Fanout, lease_scope: anyio.CancelScope, *,
+                       task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    """Run the fan-out; once it has drained and closed, stop the lease task.
+
+    So on SIGTERM a holder keeps renewing (and its gate open) while its queues drain, and
+    only then gives the lease up: its last records are written, not fenced.
+    """
+    try:
+        await fanout.run(task_status=task_status)
+    finally:
+        lease_scope.cancel()
+
+
+async def _in_scope(fn: Callable[..., Awaitable[None]], scope: anyio.CancelScope, *,
+                    task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    with scope:
+        await fn(task_status=task_status)
+
+
 def _take_over(feed: Feed, run: str) -> None:
     """The lease was acquired: publish every market's book under the new run, then go on."""
     feed.start_run(run)
@@ -195,8 +214,9 @@ async def run(
             observer=metrics.rest,
             limiter=budget,
         )
+        lease_scope = anyio.CancelScope()  # the lease outlives the drain (see _fanout_then)
         async with anyio.create_task_group() as outer:
-            await outer.start(fanout.run)
+            await outer.start(_fanout_then, fanout, lease_scope)
             try:
                 async with anyio.create_task_group() as producers:
                     # First, so /healthz answers while the bootstrap is still retrying.
@@ -223,7 +243,7 @@ async def run(
                         lease = Lease(lease_spec, make_backend(lease_spec), gate,
                                       on_acquired=partial(_take_over, feed))
                         metrics.bind(lease=lease, gate=gate)
-                        await producers.start(lease.run)
+                        await outer.start(_in_scope, lease.run, lease_scope)
                     if settings.allowances.profiles:
                         watcher = AllowanceWatcher(rest, settings.allowances.profiles,
                                                    publish=feed.publish,
