@@ -28,10 +28,8 @@ import msgspec
 from sinks.records import MARKET_EVENTS, SCHEMA_VERSION, STATUS_STATES, Record
 
 SCHEMA_FILE = "events.schema.json"
-SCHEMA_ID: Final = (
-    f"https://github.com/limitless-streamer/limitless-streamer/schema/events/v{SCHEMA_VERSION}"
-    ".schema.json"
-)
+SCHEMA_ID: Final = f"urn:limitless-streamer:events:v{SCHEMA_VERSION}"
+"""A URN, not a URL: the project publishes no schema address to resolve."""
 DECIMAL_PATTERN: Final = r"^-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?$"
 """A decimal as the venue writes it (``0.515``, ``120``, ``1E-7``); no NaN, no Infinity."""
 _ENUMS: Final[dict[tuple[str, str], tuple[str, ...]]] = {
