@@ -1,9 +1,19 @@
 """Consumer side: rebuild books from ``book`` and ``book_delta`` records.
 
 This is what a downstream consumer does with the daemon's stream, and what the tests
-use to prove that replaying a market's records in ``seq`` order reproduces the
-daemon's book exactly. Gaps in a market's ``seq`` are reported, never papered over:
-after a gap the market's book is unknown until its next full ``book`` record.
+use to prove that replaying a market's records reproduces the daemon's book exactly.
+The rules (the README's "consumer rules"), per market, in stream order:
+
+- Follow the newest run. Every record carries ``run`` (one id per daemon run) and ``seq``
+  counts per (run, market) from 1, the run's first record being a ``book``. A record of a
+  run not seen before for this market starts that market over (a *restart*, counted, never
+  a duplicate); a record of a run this market has already left is a straggler of an older
+  run and is ignored (counted in ``stale_runs``). No clock is compared: "newest" is the
+  run that appeared last.
+- A ``book`` always replaces the book.
+- Within a run, a ``seq`` lower than expected is a duplicate (counted, ignored) and a
+  higher one is a gap: records were lost, reported and never papered over; the market's
+  book is unknown until its next ``book``.
 """
 
 from __future__ import annotations
@@ -21,16 +31,30 @@ class Gap:
     market: str
     expected: int
     got: int
+    run: str = ""
+
+
+@dataclass(slots=True)
+class Restart:
+    """A market moved to a new run (daemon restart or failover)."""
+
+    market: str
+    old_run: str
+    new_run: str
 
 
 @dataclass(slots=True)
 class ReplayState:
-    """One market's rebuilt book and the next ``seq`` expected."""
+    """One market's rebuilt book, its current run and the next ``seq`` expected."""
 
     book: OrderBook = field(default_factory=OrderBook)
     next_seq: int = 1
     synced: bool = False
     """True once a full ``book`` arrived and no gap has broken the chain since."""
+    run: str | None = None
+    """The run followed; None before the market's first record."""
+    left: set[str] = field(default_factory=set)
+    """Runs this market has moved away from (their records are ignored)."""
 
 
 class Replayer:
@@ -39,13 +63,23 @@ class Replayer:
     def __init__(self) -> None:
         self.markets: dict[str, ReplayState] = {}
         self.gaps: list[Gap] = []
+        self.restarts: list[Restart] = []
         self.duplicates = 0
+        self.stale_runs = 0
+        """Records of a run the market had already left (ignored)."""
+
+    @property
+    def runs(self) -> set[str]:
+        """Every run seen, over all markets."""
+        out: set[str] = set()
+        for state in self.markets.values():
+            out |= state.left
+            if state.run is not None:
+                out.add(state.run)
+        return out
 
     def apply(self, record: Book | BookDelta) -> Gap | None:
-        """Apply one record.
-
-        A ``seq`` lower than expected is a duplicate (counted, ignored). A higher one
-        is a gap: the book is marked unsynced; a full ``book`` record re-syncs it.
+        """Apply one record by the rules in the module docstring.
 
         Returns:
             The gap, if this record revealed one.
@@ -53,12 +87,25 @@ class Replayer:
         state = self.markets.get(record.market)
         if state is None:
             state = self.markets[record.market] = ReplayState()
+        run = record.run
+        if run != state.run:
+            if run in state.left:
+                self.stale_runs += 1
+                return None
+            if state.run is not None:
+                self.restarts.append(Restart(record.market, state.run, run))
+                state.left.add(state.run)
+                state.next_seq = 1  # the new run's records should start at 1 ...
+                state.synced = False
+            else:
+                state.next_seq = record.seq  # ... but a late joiner starts anywhere
+            state.run = run
         gap = None
         if record.seq < state.next_seq:
             self.duplicates += 1
             return None
-        if record.seq > state.next_seq and state.next_seq > 1:
-            gap = Gap(record.market, state.next_seq, record.seq)
+        if record.seq > state.next_seq:
+            gap = Gap(record.market, state.next_seq, record.seq, run)
             self.gaps.append(gap)
             state.synced = False
         state.next_seq = record.seq + 1

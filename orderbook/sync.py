@@ -96,6 +96,7 @@ class BookSynchronizer:
         "last_ts",
         "market",
         "needs_snapshot",
+        "run",
         "seeded",
         "seq",
         "snapshot_reason",
@@ -103,15 +104,17 @@ class BookSynchronizer:
         "token",
     )
 
-    def __init__(self, market: str, token: str) -> None:
+    def __init__(self, market: str, token: str, run: str = "") -> None:
         """Create the synchronizer of one market.
 
         Args:
             market: market slug.
             token: YES token id as known from the market metadata.
+            run: the daemon run stamped on every record (see :meth:`new_run`).
         """
         self.market = market
         self.token = token
+        self.run = run
         self.seq = 0
         self.needs_snapshot = True
         self.snapshot_reason: str | None = "initial"
@@ -261,7 +264,18 @@ class BookSynchronizer:
             asks[0][0] if asks else None,
             bids,
             asks,
+            self.run,
         )
+
+    def new_run(self, run: str, recv_ts: int) -> Book | None:
+        """Start numbering a new run: ``seq`` restarts at 1 and the first record is a book.
+
+        Returns the held book as that first record (``seq`` 1 of ``run``), or None when
+        unseeded, in which case the market's first record of the run is its next ``Book``.
+        """
+        self.run = run
+        self.seq = 0
+        return self.snapshot_record(recv_ts)
 
     def snapshot_satisfied(self) -> None:
         """Withdraw a pending re-seed request without a REST book.
@@ -301,6 +315,7 @@ class BookSynchronizer:
             best_ask=asks[0][0] if asks else None,
             bids=bids,
             asks=asks,
+            run=self.run,
         )
 
     def _emit_delta(
@@ -324,4 +339,5 @@ class BookSynchronizer:
             book.best_ask(),
             bids,
             asks,
+            self.run,
         )

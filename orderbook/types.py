@@ -68,6 +68,9 @@ class Book(msgspec.Struct, frozen=True, gc=False, tag_field="type", tag="book"):
     best_ask: Decimal | None
     bids: list[Level]
     asks: list[Level]
+    run: str = ""
+    """The daemon run that made this record (see :mod:`sinks.records`); ``seq`` counts per
+    (run, market). Last, with a default, so positional construction stays cheap."""
 
 
 class BookDelta(msgspec.Struct, frozen=True, gc=False, tag_field="type", tag="book_delta"):
@@ -83,3 +86,6 @@ class BookDelta(msgspec.Struct, frozen=True, gc=False, tag_field="type", tag="bo
     best_ask: Decimal | None
     bids: list[Level]
     asks: list[Level]
+    run: str = ""
+    """The daemon run that made this record (see :mod:`sinks.records`); ``seq`` counts per
+    (run, market). Last, with a default, so positional construction stays cheap."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Final, Protocol, TypeVar
 
@@ -26,6 +25,7 @@ __all__ = [
     "Message",
     "message_id",
     "book_message_id",
+    "record_id",
     "to_message",
     "LinkDown",
     "BrokerLink",
@@ -68,52 +68,48 @@ class Message(msgspec.Struct, frozen=True, array_like=True, gc=False):
 
 _MESSAGE_ENCODER: Final = msgspec.msgpack.Encoder()
 _MESSAGE_DECODER: Final = msgspec.msgpack.Decoder(Message)
-_RECV_TS_KEY: Final = b'"recv_ts":'
-_NUMBER_RE: Final = re.compile(rb"-?[0-9]*")
 MESSAGE_ID_BYTES: Final = 16
-KEEPS_RECV_TS: Final = frozenset({"status"})
-"""Record types whose ``recv_ts`` is part of their id: a ``status`` describes the daemon's own
-connection, so two of them are two events even when they read the same."""
 
 
 _ID_ENCODER: Final = msgspec.json.Encoder()
 
 
 def message_id(kind: str, data: bytes) -> str:
-    """Dedupe id of an encoded record: blake2b-128 (hex) of its bytes without ``recv_ts``.
+    """Dedupe id of an encoded non-book record: blake2b-128 (hex) of its bytes.
 
-    ``recv_ts`` is the daemon's local receive time, the one field in which two daemons fed
-    the same venue events differ; everything else (``seq`` included) is content, so two
-    daemons that emit the same record produce the same id and a broker that dedupes by id
-    (JetStream ``Nats-Msg-Id``) keeps one copy. The digits of the first ``"recv_ts":`` key
-    are cut out (records encode ``recv_ts`` before any free-form field, and a JSON string
-    cannot contain that key unescaped). :data:`KEEPS_RECV_TS` types hash everything.
+    The bytes include ``run`` and ``recv_ts``, so records of two runs never share an id,
+    while a copy of one record (a retry, a spool replay) always has the same one. ``kind``
+    is part of the id only through the bytes (their ``type``); it is kept for symmetry.
     """
-    digest = hashlib.blake2b(digest_size=MESSAGE_ID_BYTES)
-    start = data.find(_RECV_TS_KEY) if kind not in KEEPS_RECV_TS else -1
-    if start < 0:
-        digest.update(data)
-        return digest.hexdigest()
-    cut = start + len(_RECV_TS_KEY)
-    match = _NUMBER_RE.match(data, cut)
-    end = match.end() if match is not None else cut
-    digest.update(memoryview(data)[:cut])
-    digest.update(memoryview(data)[end:])
-    return digest.hexdigest()
+    del kind
+    return hashlib.blake2b(data, digest_size=MESSAGE_ID_BYTES).hexdigest()
 
 
 def book_message_id(record: Book | BookDelta) -> str:
-    """Dedupe id of a book record from venue content only: no ``seq``, no ``recv_ts``.
+    """Dedupe id of a book record: blake2b-128 (hex) of (run, market, type, seq).
 
-    ``seq`` counts one daemon's own emissions and ``recv_ts`` is its local clock, so both
-    differ between the two daemons of an active-active pair; the exchange timestamp, the
-    market and the levels do not. Two daemons holding the same book emit the same delta
-    for the same venue update, hence the same id, and JetStream keeps one copy.
+    (run, market, seq) names exactly one record: ``seq`` counts per (run, market) and is
+    never reused. So each record is stored once however often it is sent, and no two
+    records share an id, even a conflation ``book`` that repeats an earlier book's levels.
     """
-    content = (type(record).__name__, record.market, record.token, record.ts,
-               record.best_bid, record.best_ask, record.bids, record.asks)
-    return hashlib.blake2b(_ID_ENCODER.encode(content),
-                           digest_size=MESSAGE_ID_BYTES).hexdigest()
+    key = (record.run, record.market, _BOOK_TAGS[type(record)], record.seq)
+    return hashlib.blake2b(_ID_ENCODER.encode(key), digest_size=MESSAGE_ID_BYTES).hexdigest()
+
+
+_BOOK_TAGS: Final[dict[type, str]] = {Book: "book", BookDelta: "book_delta"}
+
+
+def record_id(record: Record, data: bytes) -> str:
+    """The broker dedupe id of ``record`` whose encoding is ``data``: the one id scheme.
+
+    Every queue sink (NATS ``Nats-Msg-Id``, the Redis entry field ``id``, Kafka …) uses
+    this: :func:`book_message_id` for book records, :func:`message_id` for the others. The
+    id is made once, with the message, and the spool stores it with the record, so a
+    replay after a restart keeps the ids of the run that made the records.
+    """
+    if type(record) is Book or type(record) is BookDelta:
+        return book_message_id(record)
+    return message_id("", data)
 
 
 def to_message(record: Record, route: Callable[[str, str | None], str]) -> Message:
@@ -122,11 +118,7 @@ def to_message(record: Record, route: Callable[[str, str | None], str]) -> Messa
     data = encode(record)
     market: str | None = getattr(record, "market", None)
     seq: int | None = getattr(record, "seq", None)
-    if type(record) is Book or type(record) is BookDelta:
-        msg_id = book_message_id(record)
-    else:
-        msg_id = message_id(kind, data)
-    return Message(route(kind, market), msg_id, kind, market, seq, data)
+    return Message(route(kind, market), record_id(record, data), kind, market, seq, data)
 
 
 class LinkDown(Exception):

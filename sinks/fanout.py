@@ -90,6 +90,7 @@ from sinks.base import (
     SinkUnavailable,
     jittered_backoff,
 )
+from sinks.gate import PublishGate
 from sinks.queues import (
     CONFLATE_LOW_WATER_FRACTION,
     ConflatingQueue,
@@ -250,8 +251,11 @@ class Fanout:
         backoff: BackoffFactory | None = None,
         snapshot_source: SnapshotSource | None = None,
         on_written: Callable[[str, Sequence[Record]], None] | None = None,
+        gate: PublishGate | None = None,
     ) -> None:
         self._on_written = on_written
+        self.gate = gate
+        """Hot standby: only records the gate allows are queued and written (None: all)."""
         self._slots = [_Slot(spec) for spec in specs]
         names = [slot.name for slot in self._slots]
         for name in names:
@@ -338,6 +342,8 @@ class Fanout:
         Only waits when a ``block`` queue is full. After ``close()`` records are dropped
         (and counted), not raised on: publishers may still be winding down.
         """
+        if self.gate is not None and not self.gate.allows(record):
+            return
         for queue in self._queues:
             if not queue.offer(record):
                 await queue.put(record)
@@ -351,6 +357,8 @@ class Fanout:
         Returns:
             ``False`` if some ``block`` queue dropped the record, else ``True``.
         """
+        if self.gate is not None and not self.gate.allows(record):
+            return True  # a standby publishes nothing; counted by the gate
         delivered = True
         for queue in self._queues:
             if not queue.offer(record) and not queue.force(record):
@@ -480,6 +488,8 @@ class Fanout:
             await queue.wait_data()
         if queue.depth or queue.snapshots_due or queue.closed:
             return
+        if self.gate is not None and not self.gate.holding:
+            return  # a standby (or fenced holder) replays no spool
         try:
             await sink.flush()
         except SinkError as exc:  # best effort: the next write reports for real
@@ -536,6 +546,10 @@ class Fanout:
         """Write ``batch``, retrying SinkUnavailable per ``on_error``."""
         delays: Iterator[float] | None = None
         while True:
+            if self.gate is not None:  # fencing: checked right before every attempt
+                batch = [record for record in batch if self.gate.allows(record)]
+                if not batch:
+                    return
             try:
                 await slot.sink.write(batch)
             except SinkUnavailable as exc:

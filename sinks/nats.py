@@ -31,12 +31,12 @@ change a stream someone else may depend on).
 Publishing is pipelined: a batch is published without waiting, then all its acks are awaited
 together (bounded by ``ack_timeout``; a dropped connection fails them at once). nats-py's own
 reconnect is off: outages are handled by :class:`~sinks.delivery.SpooledSink` (spool, backoff,
-ordered replay). Each message carries ``Nats-Msg-Id`` = :func:`~sinks.delivery.message_id`, a
-hash of the record's bytes without ``recv_ts``: a batch sent twice after an ambiguous failure,
-or the same record from a second daemon, is stored once as long as the copies arrive within
-``dup_window``. Active-active dedupe therefore needs both daemons to emit identical records
-(same ``seq`` included); a replay after an outage longer than ``dup_window`` may store the
-in-flight batch twice (consumers drop those by ``seq``).
+ordered replay). Each message carries ``Nats-Msg-Id`` = :func:`~sinks.delivery.record_id`
+(for book records a hash of (run, market, type, seq), which names exactly one record): a
+batch sent twice after an ambiguous failure is stored once as long as the copies arrive
+within ``dup_window``; a replay after an outage longer than ``dup_window`` may store the
+in-flight batch twice (consumers skip those by ``seq``). Two daemons never share ids (their
+runs differ): for a standby pair use ``--lease``, not two writers.
 
 A message the server refuses for good (e.g. larger than its max payload) is counted in
 ``stats.rejected``, logged, and not retried.

@@ -12,10 +12,18 @@ Private (authenticated) records: ``order_event``, ``position``, ``tx`` (normalis
 fields plus ``data``, the venue payload byte for byte), ``private_raw`` (a private
 payload whose shape was not understood, passed through rather than dropped) and
 ``allowance`` (a partner sub-account's allowance readiness, emitted on change).
+
+Run identity: every record carries ``run``, one id per *run* of the daemon, i.e. per start
+(and, under ``--lease``, per lease acquisition). ``seq`` counts per (run, market) from 1 and
+every market's first record in a run is a ``book``, so a consumer that sees a new run for a
+market starts that market over from its ``book`` (:mod:`orderbook.replay`). Ids are
+UUIDv7-style (:func:`new_run_id`): unique without coordination, and time-ordered for humans.
 """
 
 from __future__ import annotations
 
+import os
+import time
 from decimal import Decimal
 from typing import Final, get_args
 
@@ -43,7 +51,16 @@ __all__ = [
     "encode_line",
     "record_type",
     "decode_record",
+    "new_run_id",
+    "STATUS_STATES",
+    "MARKET_EVENTS",
 ]
+
+STATUS_STATES: Final = ("connected", "subscribed", "resubscribed", "disconnected",
+                        "divergence", "reseeded", "lease_acquired")
+"""Every ``status.state`` the daemon emits (an enum in the schema: a new one bumps ``v``)."""
+MARKET_EVENTS: Final = ("added", "updated", "removed")
+"""Every ``market.event``."""
 
 
 class MarketInfo(msgspec.Struct, frozen=True, tag_field="type", tag="market"):
@@ -63,6 +80,7 @@ class MarketInfo(msgspec.Struct, frozen=True, tag_field="type", tag="market"):
     group: str | None = None
     event: str = "added"
     """``added``, ``updated`` or ``removed`` (expired, resolved or no longer active)."""
+    run: str = ""
 
 
 class Status(msgspec.Struct, frozen=True, omit_defaults=True, tag_field="type", tag="status"):
@@ -75,6 +93,7 @@ class Status(msgspec.Struct, frozen=True, omit_defaults=True, tag_field="type", 
     market: str | None = None
     markets: int | None = None
     attempt: int | None = None
+    run: str = ""
 
 
 class PriceData(msgspec.Struct, frozen=True, tag_field="type", tag="price_data"):
@@ -84,6 +103,7 @@ class PriceData(msgspec.Struct, frozen=True, tag_field="type", tag="price_data")
     recv_ts: int
     market: str | None
     data: msgspec.Raw
+    run: str = ""
 
 
 class MarketCreated(msgspec.Struct, frozen=True, tag_field="type", tag="market_created"):
@@ -93,6 +113,7 @@ class MarketCreated(msgspec.Struct, frozen=True, tag_field="type", tag="market_c
     recv_ts: int
     market: str | None
     data: msgspec.Raw
+    run: str = ""
 
 
 class MarketResolved(msgspec.Struct, frozen=True, tag_field="type", tag="market_resolved"):
@@ -102,6 +123,7 @@ class MarketResolved(msgspec.Struct, frozen=True, tag_field="type", tag="market_
     recv_ts: int
     market: str | None
     data: msgspec.Raw
+    run: str = ""
 
 
 class OrderEvent(msgspec.Struct, frozen=True, tag_field="type", tag="order_event"):
@@ -136,6 +158,7 @@ class OrderEvent(msgspec.Struct, frozen=True, tag_field="type", tag="order_event
     tx_hash: str | None
     ts: int | None
     data: msgspec.Raw
+    run: str = ""
 
 
 class Position(msgspec.Struct, frozen=True, tag_field="type", tag="position"):
@@ -155,6 +178,7 @@ class Position(msgspec.Struct, frozen=True, tag_field="type", tag="position"):
     market_address: str | None
     snapshot_total: int | None
     data: msgspec.Raw
+    run: str = ""
 
 
 class Tx(msgspec.Struct, frozen=True, tag_field="type", tag="tx"):
@@ -175,6 +199,7 @@ class Tx(msgspec.Struct, frozen=True, tag_field="type", tag="tx"):
     amount_collateral: Decimal | None
     ts: int | None
     data: msgspec.Raw
+    run: str = ""
 
 
 class PrivateRaw(msgspec.Struct, frozen=True, tag_field="type", tag="private_raw"):
@@ -189,6 +214,7 @@ class PrivateRaw(msgspec.Struct, frozen=True, tag_field="type", tag="private_raw
     event: str
     reason: str | None
     data: msgspec.Raw
+    run: str = ""
 
 
 class AllowanceTarget(msgspec.Struct, frozen=True):
@@ -219,6 +245,7 @@ class Allowance(msgspec.Struct, frozen=True, tag_field="type", tag="allowance"):
     chain_id: int | None
     counts: dict[str, int]
     targets: list[AllowanceTarget]
+    run: str = ""
 
 
 Record = (
@@ -263,3 +290,17 @@ def decode_record(line: bytes | str) -> Record:
     """
     record: Record = _DECODER.decode(line)
     return record
+
+
+def new_run_id(now_ms: int | None = None) -> str:
+    """A new run id: a UUIDv7 (RFC 9562) string, 48-bit epoch-ms time then 74 random bits.
+
+    Made once per daemon start (and per lease acquisition); 74 random bits make a collision
+    between two daemons practically impossible, with no coordination.
+    """
+    ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = ((ms & (1 << 48) - 1) << 80) | (0x7 << 76) | ((rand >> 62) & 0xFFF) << 64
+    value |= (0b10 << 62) | (rand & ((1 << 62) - 1))
+    text = f"{value:032x}"
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"

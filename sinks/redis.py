@@ -20,7 +20,7 @@ spool_max  ``1GB``       spool size bound
 ========== ============= =========================================================================
 
 Every entry has the fields ``type``, ``market`` (empty if none), ``seq`` (empty if none),
-``id`` (:func:`~sinks.delivery.message_id`, the content hash the NATS sink also sends) and
+``id`` (:func:`~sinks.delivery.record_id`, the id the NATS sink also sends) and
 ``data`` (the record's NDJSON bytes, which :func:`sinks.records.decode_record` reads back).
 Entry ids are Redis's own (``*``), so ``XRANGE`` by time works as usual.
 

@@ -4,10 +4,13 @@
 
     outer task group
     ├── fanout.run            sinks open first, drain last
-    └── producers task group  (cancelled on SIGTERM/SIGINT or when stdout goes away)
-        ├── signals           SIGTERM/SIGINT → shutdown, SIGHUP → reopen file sinks
-        ├── discovery         bootstrap markets over REST, re-poll, lifecycle events
-        └── run_feed          reconnect loop → Feed.run_session
+    ├── producers task group  (cancelled on SIGTERM/SIGINT or when stdout goes away)
+    │   ├── signals           SIGTERM/SIGINT → shutdown, SIGHUP → reopen file sinks
+    │   ├── discovery         bootstrap markets over REST, re-poll, lifecycle events
+    │   ├── run_feed          reconnect loop → Feed.run_session
+    │   └── snapshots         a full book of every market per snapshot_interval_s
+    └── lease                 (--lease) acquire/renew; the fan-out's gate lets only the
+                              holder's current run out; stopped after the fan-out drained
 
 Shutdown cancels the producers, then closes the fan-out, which drains every sink
 queue within ``shutdown_grace_s`` and closes the sinks.
@@ -17,7 +20,8 @@ from __future__ import annotations
 
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from functools import partial
 
 import anyio
 import httpx
@@ -25,6 +29,7 @@ from anyio.abc import TaskStatus
 
 from orderbook.types import Book
 from sinks.fanout import Fanout, SinkSpec
+from sinks.gate import PublishGate
 from streamer import __version__
 from streamer.allowances import AllowanceWatcher
 from streamer.auth import Credentials
@@ -33,6 +38,7 @@ from streamer.config import Settings
 from streamer.errors import ConfigError, RestError
 from streamer.feed import Feed, now_ms
 from streamer.health import serve_http
+from streamer.lease import Lease, make_backend, parse_lease_url
 from streamer.metrics import Metrics
 from streamer.private import PrivateChannels
 from streamer.protocol.messages import Market
@@ -136,6 +142,31 @@ class Discovery:
             feed.universe_changed()
 
 
+async def _fanout_then(fanout: Fanout, lease_scope: anyio.CancelScope, *,
+                       task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    """Run the fan-out; once it has drained and closed, stop the lease task.
+
+    So on SIGTERM a holder keeps renewing (and its gate open) while its queues drain, and
+    only then gives the lease up: its last records are written, not fenced.
+    """
+    try:
+        await fanout.run(task_status=task_status)
+    finally:
+        lease_scope.cancel()
+
+
+async def _in_scope(fn: Callable[..., Awaitable[None]], scope: anyio.CancelScope, *,
+                    task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    with scope:
+        await fn(task_status=task_status)
+
+
+def _take_over(feed: Feed, run: str) -> None:
+    """The lease was acquired: publish every market's book under the new run, then go on."""
+    feed.start_run(run)
+    feed.emit_status("lease_acquired", "takeover")
+
+
 async def _watch_signals(fanout: Fanout, shutdown: anyio.CancelScope) -> None:
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async for signum in signals:
@@ -182,8 +213,10 @@ async def run(
     def snapshot_source(market: str) -> Book | None:
         return feeds[0].snapshot_record(market) if feeds else None
 
+    lease_spec = parse_lease_url(settings.lease) if settings.lease is not None else None
+    gate = PublishGate() if lease_spec is not None else None
     fanout = Fanout(specs, drain_timeout_s=settings.shutdown_grace_s,
-                    snapshot_source=snapshot_source, on_written=metrics.on_written)
+                    snapshot_source=snapshot_source, on_written=metrics.on_written, gate=gate)
     budget = RatePacer(settings.rest.max_in_flight, settings.rest.min_interval_s)
     metrics.bind(fanout=fanout, sinks=[spec.sink for spec in specs], budget=budget)
     async with httpx.AsyncClient(
@@ -200,8 +233,9 @@ async def run(
             observer=metrics.rest,
             limiter=budget,
         )
+        lease_scope = anyio.CancelScope()  # the lease outlives the drain (see _fanout_then)
         async with anyio.create_task_group() as outer:
-            await outer.start(fanout.run)
+            await outer.start(_fanout_then, fanout, lease_scope)
             try:
                 async with anyio.create_task_group() as producers:
                     # First, so /healthz answers while the bootstrap is still retrying.
@@ -222,6 +256,13 @@ async def run(
                     await producers.start(discovery.run)
                     await producers.start(run_feed, feed, settings.ws_url, settings.feed,
                                           credentials)
+                    if settings.snapshot_interval_s > 0:
+                        producers.start_soon(feed.run_snapshots, settings.snapshot_interval_s)
+                    if lease_spec is not None and gate is not None:
+                        lease = Lease(lease_spec, make_backend(lease_spec), gate,
+                                      on_acquired=partial(_take_over, feed))
+                        metrics.bind(lease=lease, gate=gate)
+                        await outer.start(_in_scope, lease.run, lease_scope)
                     if settings.allowances.profiles:
                         watcher = AllowanceWatcher(rest, settings.allowances.profiles,
                                                    publish=feed.publish,

@@ -99,6 +99,15 @@ def _add_run_flags(p: argparse.ArgumentParser, *, demo: bool = False) -> None:
                        type=int, metavar="ID",
                        help="watch this partner sub-account's allowances (repeatable; HMAC; "
                             "default: none)")
+        p.add_argument("--lease", metavar="URL",
+                       help="hot standby: publish only while holding this lease "
+                            "(nats://HOST:PORT/BUCKET?ttl=3s or redis://HOST:PORT/DB?key=K&ttl=3s; "
+                            "default: none, always publish)")
+    p.add_argument("--snapshot-interval", dest="snapshot_interval_s", type=float,
+                   metavar="SECONDS", help="a full book of every market this often (0: off; "
+                                           "default 60)")
+    p.add_argument("--depth", type=int, metavar="N",
+                   help="emit only the top N levels per side (default: every level)")
     p.add_argument("--sink", dest="sinks", action="append", metavar="URL",
                    help="output (repeatable): stdout:, file:PATH[?max_bytes=&rotate=&keep=], "
                         f"nats://..., redis://... (default {' '.join(d.sinks)})")
@@ -223,12 +232,16 @@ def build_parser(*, width: int | None = None) -> argparse.ArgumentParser:
                       help="per-market summary at the end, on stdout (default off)")
     tail.add_argument("--limit", type=int, metavar="N",
                       help="stop after N events (default: no limit)")
+    tail.add_argument("--from-book", action="store_true",
+                      help="nats:// only: start at each market's newest book, not at the "
+                           "start of retention (default off)")
     return parser
 
 
 _RUN_KEYS = ("api_url", "ws_url", "markets", "all_markets", "discovery_interval_s", "sinks",
              "log_level", "shard", "log_format", "metrics_addr", "per_market_metrics",
-             "private.channels", "allowances.profiles")
+             "private.channels", "allowances.profiles", "snapshot_interval_s", "depth",
+             "lease")
 
 
 def _overrides(ns: argparse.Namespace) -> dict[str, Any]:
@@ -417,7 +430,8 @@ def _cmd_tail(ns: argparse.Namespace) -> int:
     async def go() -> None:
         nonlocal status
         status = await run_tail(ns.url, follow=ns.follow, quiet=ns.quiet,
-                                show_summary=ns.summary, limit=ns.limit)
+                                show_summary=ns.summary, limit=ns.limit,
+                                from_book=ns.from_book)
 
     code = _run_guarded(go)
     return code if code != EXIT_OK else status

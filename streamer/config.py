@@ -111,6 +111,16 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Per-market series (best bid/ask, spread, depth, age); off for huge universes."""
     log_format: Literal["auto", "json", "text"] = "auto"
     """``auto``: JSON lines when stderr is not a terminal, text when it is."""
+    snapshot_interval_s: float = 60.0
+    """A full ``book`` of every market this often (0: off), so a consumer that joins late
+    has a starting point within one interval. 60 s: a minute's wait for a late joiner, at
+    the cost of one book per market per minute (500 markets x ~1.5 KB = 12 KB/s), small
+    beside the deltas of an active universe; shorter for consumers that join often."""
+    depth: int | None = None
+    """Emit only the top N levels per side (deltas are computed on that view); None: all."""
+    lease: str | None = None
+    """Hot standby: ``nats://HOST:PORT/BUCKET?ttl=3s`` or ``redis://HOST:PORT/DB?key=K&ttl=3s``;
+    only the daemon holding the lease publishes."""
     feed: FeedSettings = FeedSettings()
     rest: RestSettings = RestSettings()
     health: HealthSettings = HealthSettings()
@@ -216,6 +226,15 @@ def _validate(s: Settings) -> None:
         raise ConfigError("markets: no markets selected (pass --market SLUG or --all-markets)")
     if not s.sinks:
         raise ConfigError("sinks: at least one sink is required")
+    if s.snapshot_interval_s < 0 or s.snapshot_interval_s != s.snapshot_interval_s:
+        raise ConfigError(f"snapshot_interval_s: must be >= 0 (0: off), got "
+                          f"{s.snapshot_interval_s}")
+    if s.depth is not None and s.depth < 1:
+        raise ConfigError(f"depth: must be >= 1, got {s.depth}")
+    if s.lease is not None:
+        from streamer.lease import parse_lease_url
+
+        parse_lease_url(s.lease)  # raises ConfigError naming "lease"
     positive = {
         "discovery_interval_s": s.discovery_interval_s,
         "shutdown_grace_s": s.shutdown_grace_s,

@@ -34,8 +34,17 @@ from orderbook.book import OrderBook
 from orderbook.errors import InvalidLevel
 from orderbook.types import SCHEMA_VERSION, Book, BookSnapshot
 from sinks.fanout import Fanout
-from sinks.records import MarketCreated, MarketResolved, PriceData, Record, Status, record_type
+from sinks.records import (
+    MarketCreated,
+    MarketResolved,
+    PriceData,
+    Record,
+    Status,
+    new_run_id,
+    record_type,
+)
 from streamer.config import Settings
+from streamer.depth import top_levels
 from streamer.errors import (
     ConnectRefused,
     HeartbeatTimeout,
@@ -170,8 +179,12 @@ class Feed:
         *,
         on_market_event: Callable[[str, str], None] | None = None,
         private: PrivateChannels | None = None,
+        run: str | None = None,
     ) -> None:
         self._settings = settings
+        self.run = new_run_id() if run is None else run
+        """This run's id, stamped on every record (see :mod:`sinks.records`)."""
+        universe.run = self.run
         self._rest = rest
         self._fanout = fanout
         self.universe = universe
@@ -189,6 +202,7 @@ class Feed:
         self.private = private
         self._snapshot_due = anyio.Event()
         self._latency = self.stats.latency.observe_ms
+        self._depth = settings.depth
 
     # -- public API -----------------------------------------------------------------
 
@@ -215,9 +229,52 @@ class Feed:
         self._universe_changed.set()
 
     def publish(self, record: Record) -> None:
-        """Hand one record to every sink (never awaits; see module docstring)."""
+        """Hand one record to every sink (never awaits; see module docstring).
+
+        Records made outside the synchronizers (``status``, ``market``, private ones …) are
+        stamped with this run here; book records carry it already.
+        """
+        if record.run != self.run:
+            record = msgspec.structs.replace(record, run=self.run)
         self.stats.records[record_type(record)] += 1
         self._fanout.publish_nowait(record)
+
+    async def run_snapshots(self, interval_s: float) -> None:
+        """Every ``interval_s``, a full ``book`` of every seeded market (its next ``seq``).
+
+        So a consumer that starts reading late has a starting point for every market within
+        one interval. Only while connected: a disconnected daemon's books are re-seeded, with
+        ``book`` records, when it reconnects.
+        """
+        while True:
+            await anyio.sleep(interval_s)
+            if not self.stats.connected:
+                continue
+            for entry in self.universe.active():
+                if not self._fanout.ready:
+                    await self._fanout.wait_ready()
+                record = entry.sync.snapshot_record(now_ms())  # None if unseeded
+                if record is not None:
+                    self.publish(record)
+
+    def start_run(self, run: str) -> None:
+        """Begin a new run: every market's ``seq`` restarts at 1 with a fresh ``book``.
+
+        Used when this daemon becomes the publisher (``--lease``): the ``market`` records
+        of the followed markets are re-published first, so a consumer of the new run has
+        them. Markets not seeded yet start the run with their next ``book``.
+        """
+        self.run = self.universe.run = run
+        self.universe.retired.clear()  # seq counts per (run, market): a new run starts at 1
+        recv_ts = now_ms()
+        for entry in self.universe.active():  # the market metadata, under the new run too
+            self.publish(entry.info)
+        for entry in self.universe.markets.values():
+            record = entry.sync.new_run(run, recv_ts)
+            if record is not None and entry.active:
+                self.publish(record)
+            elif record is not None:  # not followed now: its first record if it returns
+                entry.sync.seq, entry.sync.seeded = 0, False
 
     def emit_status(self, state: str, reason: str | None = None, **extra: int | str) -> None:
         """Publish a ``status`` record."""
@@ -418,9 +475,13 @@ class Feed:
             return
         sync = entry.sync
         applied = sync.stats.applied
+        bids, asks = book.bids, book.asks
+        if self._depth is not None:
+            bids = top_levels(bids, self._depth, bids=True)
+            asks = top_levels(asks, self._depth, bids=False)
         try:
             record = sync.on_update(
-                BookSnapshot(entry.slug, str(token), book.bids, book.asks, ts, recv_ts)
+                BookSnapshot(entry.slug, str(token), bids, asks, ts, recv_ts)
             )
         except InvalidLevel as exc:
             self.stats.invalid_books += 1
@@ -558,6 +619,10 @@ class Feed:
         recv_ts = now_ms()
         if not self._fanout.ready:
             await self._fanout.wait_ready()
+        if self._depth is not None:
+            payload = msgspec.structs.replace(
+                payload, bids=top_levels(payload.bids, self._depth, bids=True),
+                asks=top_levels(payload.asks, self._depth, bids=False))
         sync = entry.sync
         if sync.seeded and sync.stats.applied != before and not sync.book.is_crossed():
             # A full WS book arrived while we were fetching: it is at least as fresh as

@@ -63,6 +63,11 @@ rest_budget_acquired_total                        counter  (bound RateBudget)
 rest_budget_wait_seconds_total                    counter
 rest_budget_pauses_total                          counter  (429 pauses of every caller)
 feed_latency_seconds                              hist.    (local receive − exchange time)
+lease_held                                        gauge    (--lease: 1 while holding)
+lease_takeovers_total                             counter  (--lease: acquisitions)
+lease_lost_total                                  counter  reason (late, taken)
+lease_errors_total                                counter  (--lease: failed broker calls)
+records_fenced_total                              counter  (--lease: records held back)
 process_latency_seconds                           hist.    sink (receive → sink write done)
 sink_queue_depth / sink_queue_capacity            gauge    sink
 sink_queue_max_depth / sink_in_flight             gauge    sink
@@ -295,6 +300,9 @@ class Metrics:
         self.sinks: Sequence[object] = ()
         self.allowances: Any = None
         """The AllowanceWatcher (issue 5), when partner profiles are watched."""
+        self.lease: Any = None
+        """The Lease task (hot standby), when ``--lease`` is given."""
+        self.gate: Any = None
         self.registry.register(StatsCollector(self))
         if process_metrics:
             ProcessCollector(registry=self.registry)
@@ -309,6 +317,8 @@ class Metrics:
         budget: BudgetLike | None = None,
         sinks: Sequence[object] | None = None,
         allowances: Any = None,
+        lease: Any = None,
+        gate: Any = None,
     ) -> None:
         """Attach the live objects read at every scrape.
 
@@ -329,6 +339,10 @@ class Metrics:
             self.sinks = tuple(sinks)
         if allowances is not None:
             self.allowances = allowances
+        if lease is not None:
+            self.lease = lease
+        if gate is not None:
+            self.gate = gate
 
     def on_written(self, sink: str, batch: Sequence[Record]) -> None:
         """A sink's ``write(batch)`` returned: observe receive → write latency per record."""
@@ -436,6 +450,30 @@ class StatsCollector(Collector):
             yield from self._private(private.stats)
         if m.allowances is not None:
             yield from self._allowances(m.allowances)
+        if m.lease is not None:
+            yield from self._lease(m.lease, m.gate)
+
+    # -- hot standby ---------------------------------------------------------------------------
+
+    def _lease(self, lease: Any, gate: Any) -> Iterator[Metric]:
+        stats = lease.stats
+        held = _gauge("lease_held", "1 while this daemon holds the lease and publishes, "
+                                    "0 while it is a hot standby.")
+        held.add_metric([], 1.0 if stats.held and gate is not None and gate.holding else 0.0)
+        yield held
+        yield self._plain("lease_takeovers_total",
+                          "Times this daemon acquired the lease (each starts a new run).",
+                          stats.takeovers)
+        lost = _counter("lease_lost_total", "Times this daemon stopped publishing because "
+                        "its lease was late, taken or lost.", ["reason"])
+        for reason in ("late", "taken"):
+            lost.add_metric([reason], float(stats.lost.get(reason, 0)))
+        yield lost
+        yield self._plain("lease_errors_total", "Lease broker calls that failed.",
+                          stats.errors)
+        if gate is not None:
+            yield self._plain("records_fenced_total", "Records not published because this "
+                              "daemon did not hold the lease for their run.", gate.fenced)
 
     # -- private channels and allowances (issue 5) --------------------------------------------
 

@@ -6,11 +6,13 @@ its first message) and ``redis://HOST:PORT/DB?stream=KEY`` (a Redis stream, or w
 ``per_market=true`` every ``KEY:*`` stream).
 
 Every record read is checked: book records go through :class:`orderbook.replay.Replayer`
-(a gap in a market's ``seq`` is reported on stderr the moment it is seen; the market is
-rebuilt again from its next ``book``). Records are echoed to stdout as NDJSON unless
-``--quiet``; ``--summary`` prints one line per market at the end, to stdout (so
-``> report.txt`` keeps it). Exit status: 0 when no gap was seen, 1 otherwise, 2 for a bad
-URL or a file that cannot be read (one line on stderr).
+(a gap in a market's ``seq`` within a run is reported on stderr the moment it is seen; the
+market is rebuilt again from its next ``book``; a new run, i.e. a daemon restart or a
+failover, is reported as a restart and the market is rebuilt from that run's ``book``).
+Records are echoed to stdout as NDJSON unless ``--quiet``; ``--summary`` prints one line
+per market at the end, to stdout (so ``> report.txt`` keeps it). Exit status: 0 when no
+gap was seen, 1 otherwise, 2 for a bad URL or a file that cannot be read (one line on
+stderr).
 """
 
 from __future__ import annotations
@@ -61,7 +63,13 @@ async def tail(
             continue
         report.records += 1
         if isinstance(record, Book | BookDelta):
-            gap = report.replayer.apply(record)
+            replayer = report.replayer
+            restarts = len(replayer.restarts)
+            gap = replayer.apply(record)
+            if len(replayer.restarts) > restarts:
+                restart = replayer.restarts[-1]
+                err.write(f"tail: RESTART of {restart.market}: run {restart.old_run} -> "
+                          f"{restart.new_run}, rebuilding from its book\n")
             if gap is not None:
                 report.gaps.append(gap)
                 err.write(f"tail: GAP in {gap.market}: expected seq {gap.expected}, "
@@ -75,11 +83,14 @@ async def tail(
 
 def summary(report: TailReport) -> str:
     """One line per market: seq reached, sync state, top of book, depth."""
+    replayer = report.replayer
     rows = [f"{report.records} records, {len(report.gaps)} gaps, "
-            f"{report.replayer.duplicates} duplicates, {report.undecodable} undecodable"]
-    for market, state in sorted(report.replayer.markets.items()):
+            f"{replayer.duplicates} duplicates, {report.undecodable} undecodable, "
+            f"{len(replayer.runs)} runs, {len(replayer.restarts)} market restarts, "
+            f"{replayer.stale_runs} records of superseded runs ignored"]
+    for market, state in sorted(replayer.markets.items()):
         book = state.book
-        rows.append(f"{market}: seq {state.next_seq - 1}, "
+        rows.append(f"{market}: run {state.run}, seq {state.next_seq - 1}, "
                     f"{'in sync' if state.synced else 'OUT OF SYNC'}, "
                     f"bid {book.best_bid()} ask {book.best_ask()}, "
                     f"{book.n_bids}x{book.n_asks} levels")
@@ -110,18 +121,21 @@ async def file_lines(path: str, *, follow: bool = False,
                 yield line
 
 
-def open_source(url: str, *, follow: bool = False) -> AsyncIterator[bytes]:
+def open_source(url: str, *, follow: bool = False,
+                from_book: bool = False) -> AsyncIterator[bytes]:
     """The line source for a sink URL.
 
     Raises:
-        ConfigError: unknown scheme.
+        ConfigError: unknown scheme, or ``from_book`` without a ``nats://`` URL.
     """
+    if from_book and not url.startswith("nats://"):
+        raise ConfigError("tail: --from-book needs a nats:// URL (JetStream)")
     if url == "-":
         return _stdin_lines()
     if url.startswith(("nats://", "redis://")):
         from streamer import tail_brokers
 
-        return tail_brokers.open_broker_source(url, follow=follow)
+        return tail_brokers.open_broker_source(url, follow=follow, from_book=from_book)
     if url.startswith("file:"):
         path = url.removeprefix("file:")
         path = path.removeprefix("//") if path.startswith("///") else path
@@ -151,9 +165,9 @@ def _check_readable(path: str) -> None:
 
 
 async def run_tail(url: str, *, follow: bool, quiet: bool, show_summary: bool,
-                   limit: int | None) -> int:
+                   limit: int | None, from_book: bool = False) -> int:
     """The ``tail`` command; returns the exit status."""
-    source = open_source(url, follow=follow)
+    source = open_source(url, follow=follow, from_book=from_book)
     try:
         report = await tail(source, out=None if quiet else sys.stdout, err=sys.stderr,
                             limit=limit)

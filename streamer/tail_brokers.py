@@ -25,15 +25,26 @@ FETCH_BATCH = 1000
 IDLE_WAIT_S = 1.0
 
 
-def open_broker_source(url: str, *, follow: bool) -> AsyncIterator[bytes]:
-    """Lines (encoded records) from a ``nats://`` or ``redis://`` sink URL."""
+def open_broker_source(url: str, *, follow: bool,
+                       from_book: bool = False) -> AsyncIterator[bytes]:
+    """Lines (encoded records) from a ``nats://`` or ``redis://`` sink URL.
+
+    ``from_book`` (JetStream only): start at the oldest of the markets' newest ``book``
+    records instead of the start of retention (see :func:`_newest_books_start`).
+
+    Raises:
+        ConfigError: a bad URL, or ``from_book`` with a Redis URL.
+    """
     try:
         sink = parse_sink_url(url).sink
     except SinkConfigError as exc:
         raise ConfigError(f"tail: {exc}") from None
     config = getattr(sink, "config", None)
     if url.startswith("nats://"):
-        return _mapped(_nats_lines(config, follow=follow), url, _nats_errors())
+        return _mapped(_nats_lines(config, follow=follow, from_book=from_book), url,
+                       _nats_errors())
+    if from_book:
+        raise ConfigError("tail: --from-book needs a nats:// URL (JetStream)")
     return _mapped(_redis_lines(config, follow=follow), url, _redis_errors())
 
 
@@ -63,7 +74,41 @@ async def _mapped(
         raise ConfigError(f"tail: cannot read {redact_url(url)}: {detail}") from None
 
 
-async def _nats_lines(config: object, *, follow: bool) -> AsyncIterator[bytes]:
+async def _newest_books_start(js: Any, stream: str, prefix: str) -> int | None:
+    """Stream sequence of the oldest among every market's newest ``book``; None if none.
+
+    Cheap on JetStream: a consumer with ``DeliverPolicy.LAST_PER_SUBJECT`` on
+    ``PREFIX.book.>`` (one subject per market) gets exactly the newest book of each market
+    from the server's subject index. Reading from the oldest of them gives every market its
+    newest book (records of a market before its book are skipped by the consumer rules: a
+    late joiner waits for a ``book``). With ``--snapshot-interval`` that is at most one
+    interval of the stream.
+    """
+    from nats.errors import TimeoutError as NatsTimeout
+    from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+    subject = f"{prefix}.book.>"
+    config = ConsumerConfig(ack_policy=AckPolicy.NONE,
+                            deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+                            filter_subject=subject)
+    sub = await js.pull_subscribe(subject, stream=stream, config=config)
+    seqs: list[int] = []
+    try:
+        while True:
+            try:
+                batch = await sub.fetch(batch=FETCH_BATCH, timeout=IDLE_WAIT_S)
+            except NatsTimeout:
+                break
+            seqs.extend(message.metadata.sequence.stream for message in batch)
+            if not batch or batch[-1].metadata.num_pending == 0:
+                break
+    finally:
+        await sub.unsubscribe()
+    return min(seqs) if seqs else None
+
+
+async def _nats_lines(config: object, *, follow: bool,
+                      from_book: bool = False) -> AsyncIterator[bytes]:
     import nats
     from nats.errors import TimeoutError as NatsTimeout
     from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -80,11 +125,19 @@ async def _nats_lines(config: object, *, follow: bool) -> AsyncIterator[bytes]:
                             error_cb=quiet)
     try:
         js = nc.jetstream()
-        total = (await js.stream_info(stream)).state.messages
-        consumer = ConsumerConfig(ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL)
+        last = (await js.stream_info(stream)).state.last_seq
+        start = await _newest_books_start(js, stream, prefix) if from_book else None
+        if start is None:
+            consumer = ConsumerConfig(ack_policy=AckPolicy.NONE,
+                                      deliver_policy=DeliverPolicy.ALL)
+        else:
+            consumer = ConsumerConfig(ack_policy=AckPolicy.NONE,
+                                      deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                                      opt_start_seq=start)
         sub = await js.pull_subscribe(f"{prefix}.>", stream=stream, config=consumer)
-        seen = 0
-        while follow or seen < total:
+        if not follow and not last:
+            return
+        while True:
             try:
                 batch = await sub.fetch(batch=FETCH_BATCH, timeout=IDLE_WAIT_S)
             except NatsTimeout:
@@ -92,9 +145,10 @@ async def _nats_lines(config: object, *, follow: bool) -> AsyncIterator[bytes]:
                     return
                 continue
             for message in batch:
-                seen += 1
                 yield message.data
-        await sub.unsubscribe()
+                if not follow and message.metadata.sequence.stream >= last:
+                    await sub.unsubscribe()
+                    return
     finally:
         await nc.close()
 

@@ -48,6 +48,8 @@ class Universe:
     """Bumped whenever the subscription set changes."""
     retired: dict[str, int] = field(default_factory=dict)
     """Removed market slug -> its last ``seq`` (all that is kept of it)."""
+    run: str = ""
+    """The current run, given to every new market's synchronizer (the feed sets it)."""
 
     def slugs(self) -> list[str]:
         """Active CLOB slugs, sorted (the ``marketSlugs`` of the subscription)."""
@@ -86,7 +88,7 @@ class Universe:
             entry = self.markets.get(market.slug)
             if entry is None:
                 token = info.token or ""
-                sync = BookSynchronizer(market.slug, token)
+                sync = BookSynchronizer(market.slug, token, self.run)
                 sync.seq = self.retired.pop(market.slug, 0)  # seq continues; a book comes first
                 entry = MarketEntry(market.slug, token, sync, info)
                 self.markets[market.slug] = entry

@@ -57,6 +57,10 @@ def test_cli_bad_flags_exit_2_with_one_line(
         ('markets = ["a"]\n[rest]\nmax_attempts = 0\n', ["rest.max_attempts"]),
         ("markets = [\n", ["--config"]),
         ('markets = ["a"]\n[feed.backoff]\njitter = 2.0\n', ["feed.backoff"]),
+        ('markets = ["a"]\nsnapshot_interval_s = -1\n', ["snapshot_interval_s"]),
+        ('markets = ["a"]\ndepth = 0\n', ["depth"]),
+        ('markets = ["a"]\nlease = "nats://h:4222/b?ttl=soon"\n', ["lease", "ttl"]),
+        ('markets = ["a"]\nlease = "redis://u:pw@h:6379/0"\n', ["lease", "key"]),
     ],
 )
 def test_cli_bad_config_file_exits_2_naming_the_field(

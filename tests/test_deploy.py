@@ -43,6 +43,7 @@ from prometheus_client import CollectorRegistry
 
 from orderbook.types import Book, BookDelta
 from sinks.fanout import Fanout, OverflowPolicy, SinkSpec
+from sinks.gate import PublishGate
 from sinks.memory import MemorySink
 from sinks.records import Record
 from streamer.app import Discovery
@@ -50,6 +51,7 @@ from streamer.budget import RatePacer
 from streamer.config import Settings, load_settings
 from streamer.feed import Feed
 from streamer.health import serve_http
+from streamer.lease import Lease, make_backend, parse_lease_url
 from streamer.metrics import Metrics
 from streamer.simulator import Simulator, SimulatorConfig
 from streamer.supervisor import run_feed
@@ -160,6 +162,9 @@ def exposed_names() -> set[str]:
     feed = FakeFeed()
     add_market(feed.universe, "btc", ts=int(time.time() * 1000))
     metrics.bind(feed=feed, fanout=Fanout([SinkSpec(sink=MemorySink(name="mem"))]))
+    spec = parse_lease_url("redis://127.0.0.1:1/0?key=lease")
+    gate = PublishGate()
+    metrics.bind(lease=Lease(spec, make_backend(spec), gate, on_acquired=print), gate=gate)
     names: set[str] = set()
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"),
                 "summary": ("_count", "_sum", "")}
@@ -642,6 +647,8 @@ def _expected_empty(feed: Feed, metrics: Metrics) -> set[str]:
         empty.add("limitless_streamer_sink_spool_bytes")  # no spooled broker sink here
     if not feed.stats.last_frame_monotonic:
         empty.add("limitless_streamer_feed_last_frame_age_seconds")  # feed does not stamp it
+    if metrics.lease is None:  # no --lease here (tests/brokers/test_lease_failover.py has it)
+        empty |= {"limitless_streamer_lease_held", "limitless_streamer_lease_takeovers_total"}
     return empty
 
 

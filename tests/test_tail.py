@@ -43,7 +43,7 @@ async def test_tail_rebuilds_the_book_exactly(tmp_path: Path) -> None:
     report = await tail(file_lines(str(path)), out=None, err=err)
     assert report.records == len(records) and not report.gaps
     assert report.replayer.book("m") == sync.book
-    assert "m: seq 29, in sync" in summary(report)
+    assert "m: run , seq 29, in sync" in summary(report)
 
 
 @pytest.mark.anyio
@@ -90,7 +90,7 @@ def test_tail_accepts_a_bare_path_and_prints_the_summary_to_stdout(
     _write(path, records)
     assert main(["tail", "--quiet", "--summary", str(path)]) == 0
     out, err = capsys.readouterr()
-    assert "m: seq 29, in sync" in out
+    assert "m: run , seq 29, in sync" in out
     assert err == ""
 
 

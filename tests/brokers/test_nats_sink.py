@@ -70,7 +70,7 @@ async def test_nats_sink_creates_stream_and_delivers_every_record_in_order(
 ) -> None:
     url = (f"nats://127.0.0.1:{nats_server.port}/{PREFIX}?max_age=1h&dup_window=1m"
            f"&spool={tmp_path / 'spool'}&spool_max=10MB")
-    spec = parse_sink_url(url + "&batch=128")
+    spec = parse_sink_url(url + "&batch=128&policy=block")  # lossless: no daemon here
     sink = spec.sink
     assert isinstance(sink, NatsJetStreamSink)
     records = make_records(markets=5, per_market=200)

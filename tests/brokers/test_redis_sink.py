@@ -79,7 +79,7 @@ async def test_redis_sink_delivers_every_record_in_order(
     valkey_server: BrokerProcess, tmp_path: Path
 ) -> None:
     url = (f"redis://127.0.0.1:{valkey_server.port}/0?stream={KEY}&maxlen=100000"
-           f"&spool={tmp_path / 'spool'}&batch=128")
+           f"&spool={tmp_path / 'spool'}&batch=128&policy=block")  # lossless: no daemon here
     spec = parse_sink_url(url)
     sink = spec.sink
     assert isinstance(sink, RedisStreamSink)

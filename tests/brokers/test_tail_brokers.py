@@ -7,7 +7,7 @@ import io
 import anyio
 import pytest
 
-from sinks.fanout import Fanout
+from sinks.fanout import Fanout, OverflowPolicy, SinkSpec
 from sinks.records import Record
 from sinks.url import parse_sink_url
 from streamer.tail import open_source, tail
@@ -17,7 +17,8 @@ pytestmark = [pytest.mark.anyio, pytest.mark.integration, pytest.mark.brokers]
 
 
 async def _publish(url: str, records: list[Record]) -> None:
-    fanout = Fanout([parse_sink_url(url)])
+    spec = parse_sink_url(url)  # lossless, no daemon to take conflation snapshots from
+    fanout = Fanout([SinkSpec(spec.sink, policy=OverflowPolicy.BLOCK)])
     async with anyio.create_task_group() as tg:
         await tg.start(fanout.run)
         for record in records:
@@ -54,3 +55,37 @@ async def test_tail_reads_jetstream_back_and_flags_a_gap(nats_server: BrokerProc
     assert report.records == len(records)
     assert [(g.market, g.expected, g.got) for g in report.gaps] == [("market-1", 5, 6)]
     assert "GAP in market-1" in err.getvalue()
+
+
+async def test_tail_from_book_starts_at_every_markets_newest_book(
+    nats_server: BrokerProcess,
+) -> None:
+    from decimal import Decimal as D
+
+    from orderbook.sync import BookSynchronizer
+    from orderbook.types import BookSnapshot, PriceLevel
+
+    syncs = {m: BookSynchronizer(m, "1", "run-1") for m in ("a", "b", "c")}
+    records: list[Record] = []
+    for step in range(1, 61):
+        for index, (market, sync) in enumerate(syncs.items()):
+            bids = [PriceLevel(D("0.40") - D(j) / 1000, D(step + j + index)) for j in range(3)]
+            asks = [PriceLevel(D("0.60") + D(j) / 1000, D(5 + j)) for j in range(3)]
+            record = sync.on_update(BookSnapshot(market, "1", bids, asks, step, step))
+            assert record is not None
+            records.append(record)
+            if step in (20 + index * 5, 40 + index * 5):  # periodic snapshots, staggered
+                snapshot = sync.snapshot_record(step)
+                assert snapshot is not None
+                records.append(snapshot)
+    url = f"nats://127.0.0.1:{nats_server.port}/late.books"
+    await _publish(url, records)
+    report = await tail(open_source(url, from_book=True), out=None, err=io.StringIO())
+    first_of_newest = records.index(next(r for r in records if r.market == "a"  # type: ignore[union-attr]
+                                         and r.seq == 42))  # type: ignore[union-attr]
+    assert report.records == len(records) - first_of_newest  # not from the start
+    assert not report.gaps and not report.replayer.restarts
+    for market, sync in syncs.items():
+        assert report.replayer.book(market) == sync.book
+    with pytest.raises(Exception, match="needs a nats:// URL"):
+        open_source(f"redis://127.0.0.1:{nats_server.port}/0?stream=x", from_book=True)

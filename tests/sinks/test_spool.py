@@ -10,6 +10,7 @@ from pathlib import Path
 
 import anyio
 import anyio.lowlevel
+import msgspec
 import pytest
 
 from sinks import fanout as fanout_module
@@ -20,11 +21,20 @@ from sinks.delivery import (
     SpooledSink,
     book_message_id,
     message_id,
+    record_id,
     to_message,
 )
 from sinks.fanout import Fanout, OverflowPolicy, SinkSpec
 from sinks.nats import NatsConfig
-from sinks.records import SCHEMA_VERSION, BookDelta, Record, Status, decode_record, encode
+from sinks.records import (
+    SCHEMA_VERSION,
+    Book,
+    BookDelta,
+    Record,
+    Status,
+    decode_record,
+    encode,
+)
 from sinks.redis import RedisConfig
 from sinks.spool import FRAME_HEADER_BYTES, Spool, SpoolCorrupt, framed_size
 from sinks.url import parse_sink_url
@@ -345,6 +355,24 @@ async def test_spooled_sink_survives_restart(tmp_path: Path) -> None:
     await again.aclose()
 
 
+async def test_spool_replay_after_restart_keeps_the_old_runs_ids(tmp_path: Path) -> None:
+    old_run = [book_delta(i, seq=i, run="run-old") for i in range(1, 6)]
+    link = FakeLink(up=False)
+    sink = spooled_sink(tmp_path, link)
+    await sink.open()
+    await sink.write(old_run)
+    await sink.aclose()
+    link.up = True
+    again = spooled_sink(tmp_path, link)  # the restarted daemon: a new run
+    await again.open()
+    await again.write([book_delta(9, seq=1, run="run-new", kind=Book)])
+    assert [m.msg_id for m in link.stored] == [book_message_id(r) for r in old_run] + [
+        book_message_id(book_delta(9, seq=1, run="run-new", kind=Book))]
+    assert [(r.run, r.seq) for r in link.records()] == [  # type: ignore[union-attr]
+        *(("run-old", i) for i in range(1, 6)), ("run-new", 1)]
+    await again.aclose()
+
+
 async def test_spooled_sink_without_spool_raises_unavailable(tmp_path: Path) -> None:
     link = FakeLink(up=False)
     sink = SpooledSink("fake", link)
@@ -381,40 +409,45 @@ async def test_fanout_flushes_idle_spooled_sink(
     assert link.records() == statuses(3)
 
 
-def book_delta(recv_ts: int, seq: int = 7, size: str = "5") -> BookDelta:
-    return BookDelta(v=SCHEMA_VERSION, market="m", token="1", seq=seq, ts=1000,
-                     recv_ts=recv_ts, best_bid=Decimal("0.5"), best_ask=None,
-                     bids=[(Decimal("0.5"), Decimal(size))], asks=[])
+def book_delta(recv_ts: int, seq: int = 7, size: str = "5", run: str = "r1",
+               kind: type[Book] | type[BookDelta] = BookDelta) -> Book | BookDelta:
+    return kind(v=SCHEMA_VERSION, market="m", token="1", seq=seq, ts=1000,
+                recv_ts=recv_ts, best_bid=Decimal("0.5"), best_ask=None,
+                bids=[(Decimal("0.5"), Decimal(size))], asks=[], run=run)
 
 
-def test_book_message_id_is_venue_content_only() -> None:
+def test_book_message_id_names_run_market_type_seq() -> None:
     def msg_id(record: Record) -> str:
         return to_message(record, lambda kind, market: "r").msg_id
 
-    # Two daemons of an active-active pair differ in recv_ts and seq, never in content.
-    same = {msg_id(book_delta(recv_ts, seq=seq))
-            for recv_ts in (0, 1, 1_700_000_000_123) for seq in (1, 7, 8)}
-    assert len(same) == 1
-    assert msg_id(book_delta(1, size="5.0")) not in same  # content is exact
-    assert msg_id(status(1)) != msg_id(Status(v=SCHEMA_VERSION, state="connected",
-                                              recv_ts=2, markets=1))  # status keeps recv_ts
+    # The same record sent twice (retry, replay) has one id, whatever else is in it ...
+    assert msg_id(book_delta(1)) == msg_id(book_delta(2, size="6"))
+    # ... and no two records share one: a conflation book repeating an earlier book's
+    # levels, the same seq in another run, another type or another market all differ.
+    ids = {msg_id(book_delta(1, seq=seq, run=run, kind=kind))
+           for seq in (1, 2) for run in ("r1", "r2") for kind in (Book, BookDelta)}
+    assert len(ids) == 8
+    assert book_message_id(book_delta(1)) != book_message_id(
+        msgspec.structs.replace(book_delta(1), market="n"))
     message = to_message(book_delta(5), lambda kind, market: f"{kind}.{market}")
     assert (message.route, message.kind, message.market, message.seq) == (
         "book_delta.m", "book_delta", "m", 7)
-    assert message.msg_id == book_message_id(book_delta(0, seq=99))
+    assert message.msg_id == book_message_id(book_delta(0, size="9")) == record_id(
+        book_delta(0), b"")
     assert len(message.msg_id) == 32
 
 
-def test_message_id_of_other_records_ignores_recv_ts_only() -> None:
+def test_message_id_of_other_records_hashes_every_byte() -> None:
     from sinks.records import MarketInfo
 
-    def info(recv_ts: int, title: str) -> bytes:
+    def info(recv_ts: int, title: str, run: str = "r1") -> bytes:
         return encode(MarketInfo(v=SCHEMA_VERSION, market="m", recv_ts=recv_ts, title=title,
                                  token="1", tokens={"yes": "1"}, exchange=None, adapter=None,
-                                 status=None, expiration=None))
+                                 status=None, expiration=None, run=run))
 
-    assert message_id("market", info(1, "a")) == message_id("market", info(2, "a"))
-    assert message_id("market", info(1, "a")) != message_id("market", info(1, "b"))
+    assert message_id("market", info(1, "a")) == message_id("market", info(1, "a"))
+    assert message_id("market", info(1, "a")) != message_id("market", info(2, "a"))
+    assert message_id("market", info(1, "a")) != message_id("market", info(1, "a", "r2"))
     assert message_id("status", encode(status(1))) != message_id("status", encode(status(2)))
 
 
