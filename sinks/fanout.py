@@ -18,6 +18,8 @@
   A :class:`Flushable` sink that holds records back (a queue sink's outage spool) gets
   ``flush()`` calls while its queue is idle (every ``IDLE_FLUSH_S``), so it delivers them
   without waiting for new records.
+* A sink's :class:`~sinks.routing.Route` (URL options ``types`` and ``markets``) chooses the
+  records it gets; the others never enter its queue.
 * ``on_error`` decides, per sink and never implicitly, what a failure does:
 
   ========== ============================================ ================================
@@ -99,6 +101,7 @@ from sinks.queues import (
     SinkStats,
 )
 from sinks.records import Book, Record
+from sinks.routing import Route
 
 __all__ = [
     "OverflowPolicy",
@@ -174,6 +177,7 @@ class SinkSpec:
         queue_size: records the queue holds (besides the batch being written).
         batch_max: most records handed to one ``write``.
         on_error: ``retry``, ``disable`` or ``crash`` (see the module docstring).
+        route: which records the sink gets (:class:`~sinks.routing.Route`); ``None``: all.
 
     Raises:
         SinkConfigError: a bad policy, size or on_error.
@@ -184,6 +188,7 @@ class SinkSpec:
     queue_size: int = DEFAULT_QUEUE_SIZE
     batch_max: int = DEFAULT_BATCH_MAX
     on_error: OnError = "retry"
+    route: Route | None = None
 
     def __post_init__(self) -> None:
         name = self.sink.name
@@ -263,6 +268,8 @@ class Fanout:
                                                  "source (Fanout(snapshot_source=...))")
         self._snapshot_source = snapshot_source
         self._queues = tuple(slot.queue for slot in self._slots)
+        self._targets = tuple((slot.queue, slot.spec.route) for slot in self._slots)
+        """Each queue with its sink's route (``None``: every record)."""
         self._block_queues = tuple(slot.queue for slot in self._slots
                                    if slot.spec.policy is OverflowPolicy.BLOCK)
         self._drain_timeout_s = drain_timeout_s
@@ -305,7 +312,9 @@ class Fanout:
         Only waits when a ``block`` queue is full. After ``close()`` records are dropped
         (and counted), not raised on: publishers may still be winding down.
         """
-        for queue in self._queues:
+        for queue, route in self._targets:
+            if route is not None and not route.accepts(record):
+                continue
             if not queue.offer(record):
                 await queue.put(record)
 
@@ -319,7 +328,9 @@ class Fanout:
             ``False`` if some ``block`` queue dropped the record, else ``True``.
         """
         delivered = True
-        for queue in self._queues:
+        for queue, route in self._targets:
+            if route is not None and not route.accepts(record):
+                continue
             if not queue.offer(record) and not queue.force(record):
                 delivered = False
         return delivered
@@ -466,8 +477,10 @@ class Fanout:
             if book is None:
                 continue
             batch.append(book)
-            for queue in self._queues:
-                if queue is not slot.queue and not queue.offer(book):
+            for queue, route in self._targets:
+                if queue is slot.queue or (route is not None and not route.accepts(book)):
+                    continue
+                if not queue.offer(book):
                     queue.force(book)
         slot.stats.snapshots += len(batch)
         return batch
