@@ -69,6 +69,7 @@ import anyio
 import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import (
     CorruptRecordException,
     KafkaError,
@@ -85,7 +86,7 @@ from sinks.records import Record
 from sinks.spool import Spool
 
 __all__ = ["KafkaConfig", "KafkaSink", "COMPRESSIONS", "SECURITY_PROTOCOLS", "SASL_MECHANISMS",
-           "partition_for", "message_headers"]
+           "partition_for", "message_headers", "topic_partitions"]
 
 logger = logging.getLogger(__name__)
 
@@ -232,6 +233,22 @@ def message_headers(message: Message) -> list[tuple[str, bytes]]:
     return headers
 
 
+async def topic_partitions(config: KafkaConfig) -> list[int]:
+    """The partition ids of ``config.topic`` (empty when it does not exist).
+
+    Raises:
+        KafkaError / OSError: the cluster cannot be reached.
+    """
+    options = config.client_options()
+    client = AIOKafkaClient(**options)
+    try:
+        await client.bootstrap()
+        metadata = await client.fetch_all_metadata()
+    finally:
+        await client.close()
+    return sorted(metadata.partitions_for_topic(config.topic) or ())
+
+
 class KafkaSink(SpooledSink):
     """Produces records to a Kafka topic (see the module docstring).
 
@@ -263,6 +280,8 @@ class _KafkaLink:
         self.name = name
         self._config = config
         self._producer: AIOKafkaProducer | None = None
+        self._pending = False
+        """A publish failed with sends outstanding: the producer must be aborted, not stopped."""
         self._partitions = 0
         self._unsure: set[tuple[int, str]] = set()
         self._stored: dict[int, set[str]] | None = None
@@ -297,17 +316,18 @@ class _KafkaLink:
                 await producer.start()
                 partitions = await self._topic_partitions(producer)
         except (ssl.SSLError, KafkaError) as exc:
-            await _stop(producer, config.ack_timeout_s)
+            await _stop(producer, config.connect_timeout_s)
             if _is_auth_failure(exc):
                 raise SinkClosed(self.name, f"{_describe(exc)}") from exc
             raise LinkDown(f"connect {','.join(config.bootstrap)}: {_describe(exc)}") from exc
         except (OSError, TimeoutError) as exc:
-            await _stop(producer, config.ack_timeout_s)
+            await _stop(producer, config.connect_timeout_s)
             raise LinkDown(f"connect {','.join(config.bootstrap)}: {_describe(exc)}") from exc
         except SinkClosed:
-            await _stop(producer, config.ack_timeout_s)
+            await _stop(producer, config.connect_timeout_s)
             raise
         self._producer, self._partitions = producer, partitions
+        self._pending = False
         self._stored = None
 
     async def publish(self, messages: Sequence[Message]) -> int:
@@ -341,6 +361,7 @@ class _KafkaLink:
                 future.cancel()
             self._unsure.update((partition, m.msg_id) for partition, m in placed)
             self._stored = None
+            self._pending = True
             raise LinkDown(f"produce: {_describe(exc)}") from exc
         return rejected + self._check(sent, results)
 
@@ -348,7 +369,7 @@ class _KafkaLink:
         """Stop the producer, if any (never raises)."""
         producer, self._producer = self._producer, None
         if producer is not None:
-            await _stop(producer, self._config.ack_timeout_s)
+            await _stop(producer, self._config.connect_timeout_s, graceful=not self._pending)
 
     # -- internals ------------------------------------------------------------------------
 
@@ -447,6 +468,7 @@ class _KafkaLink:
             if not isinstance(result, _REFUSED):
                 self._unsure.update((p, m.msg_id) for p, m in sent)
                 self._stored = None
+                self._pending = True
                 raise LinkDown(f"produce ack: {_describe(result)}")
             rejected += self._rejected(partition, message, result)
         return rejected
@@ -459,13 +481,35 @@ class _KafkaLink:
         return 1
 
 
-async def _stop(producer: AIOKafkaProducer, timeout_s: float) -> None:
-    """Stop a producer; what it still held expires within the request timeout."""
-    with anyio.move_on_after(timeout_s + DEFAULT_CONNECT_TIMEOUT_S):
+async def _stop(producer: AIOKafkaProducer, timeout_s: float, *, graceful: bool = True) -> None:
+    """Stop a producer (never raises).
+
+    ``graceful``: :meth:`AIOKafkaProducer.stop`, which first waits until every pending batch
+    is delivered; used when nothing is pending (every publish awaits its acks). Otherwise, or
+    if that takes longer than ``timeout_s``, the producer is aborted: an idempotent aiokafka
+    producer never gives up on a batch, so a graceful stop with the broker gone would wait
+    for it, and a producer left half-stopped would go on retrying and deliver the batch
+    *after* its replacement checked the log for it. Aborting cancels its sender task and
+    closes its connections (aiokafka has no public call for that); the records it held are
+    in the spool and checked against the log after the reconnect.
+    """
+    if graceful:
+        with anyio.move_on_after(timeout_s) as scope:
+            try:
+                await producer.stop()
+            except _FAILURES as exc:
+                logger.debug("kafka producer stop: %s", _describe(exc))
+        if not scope.cancelled_caught:
+            return
+    sender = getattr(producer, "_sender", None)
+    with anyio.move_on_after(timeout_s):
         try:
-            await producer.stop()
+            if sender is not None:
+                await sender.close()
+            await producer.client.close()
         except _FAILURES as exc:
-            logger.debug("kafka producer stop: %s", _describe(exc))
+            logger.debug("kafka producer abort: %s", _describe(exc))
+    producer._closed = True  # nothing left to stop; keeps aiokafka's "unclosed" warning quiet
 
 
 def _is_auth_failure(exc: BaseException) -> bool:

@@ -119,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="keep going until all are ready or the time is up")
     allow.add_argument("--json", action="store_true", help="JSON instead of a table")
     tail = sub.add_parser("tail", help="read events back from a sink, rebuild books, flag gaps")
-    tail.add_argument("url", help="-, file:PATH, nats://HOST:PORT/PREFIX?stream=, redis://...")
+    tail.add_argument("url", help="-, file:PATH, nats://HOST:PORT/PREFIX?stream=, redis://..., "
+                                       "kafka://HOST:PORT/TOPIC")
     tail.add_argument("--follow", "-f", action="store_true", help="keep reading new events")
     tail.add_argument("--quiet", "-q", action="store_true", help="do not echo events")
     tail.add_argument("--summary", action="store_true", help="per-market summary at the end")

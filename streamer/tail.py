@@ -2,8 +2,10 @@
 
 Sources: ``-`` (stdin NDJSON), ``file:PATH`` (NDJSON; ``--follow`` keeps reading as the
 file grows), ``nats://HOST:PORT/PREFIX?stream=NAME`` (a JetStream stream, from its first
-message) and ``redis://HOST:PORT/DB?stream=KEY`` (a Redis stream, or with
-``per_market=true`` every ``KEY:*`` stream).
+message), ``redis://HOST:PORT/DB?stream=KEY`` (a Redis stream, or with
+``per_market=true`` every ``KEY:*`` stream) and ``kafka://HOST:PORT/TOPIC`` (every partition
+of a Kafka topic from its first offset; each market's records are in one partition, in
+order).
 
 Every record read is checked: book records go through :class:`orderbook.replay.Replayer`
 (a gap in a market's ``seq`` is reported on stderr the moment it is seen; the market is
@@ -119,11 +121,12 @@ def open_source(url: str, *, follow: bool = False) -> AsyncIterator[bytes]:
         path = url.removeprefix("file:")
         path = path.removeprefix("//") if path.startswith("///") else path
         return file_lines(path.split("?", 1)[0], follow=follow)
-    if url.startswith(("nats://", "redis://")):
+    if url.startswith(("nats://", "redis://", "kafka://")):
         from streamer import tail_brokers
 
         return tail_brokers.open_broker_source(url, follow=follow)
-    raise ConfigError(f"tail: unsupported URL {url!r} (use -, file:, nats:// or redis://)")
+    raise ConfigError(f"tail: unsupported URL {url!r} (use -, file:, nats://, redis:// "
+                      "or kafka://)")
 
 
 async def run_tail(url: str, *, follow: bool, quiet: bool, show_summary: bool,
