@@ -54,7 +54,7 @@ cat >"$work/pom.xml" <<POM
 POM
 mkdir -p "$CACHE"
 rm -rf "$CACHE/libs.partial"
-mvn -q -B -f "$work/pom.xml" dependency:copy-dependencies \
+mvn -q -B -Dstyle.color=never -f "$work/pom.xml" dependency:copy-dependencies \
   -DincludeScope=runtime -DoutputDirectory="$CACHE/libs.partial" >&2
 rm -rf "$CACHE/libs"
 mv "$CACHE/libs.partial" "$CACHE/libs"

@@ -96,6 +96,7 @@ DEFAULT_BATCH_BYTES: Final = 2**20
 DEFAULT_ACK_TIMEOUT_S: Final = 10.0
 DEFAULT_CONNECT_TIMEOUT_S: Final = 5.0
 CLIENT_ID: Final = "limitless-streamer"
+PARTITION_CACHE_MAX: Final = 65_536
 COMPRESSIONS: Final = ("none", "gzip", "snappy", "lz4", "zstd")
 SECURITY_PROTOCOLS: Final = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS: Final = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
@@ -283,6 +284,7 @@ class _KafkaLink:
         self._pending = False
         """A publish failed with sends outstanding: the producer must be aborted, not stopped."""
         self._partitions = 0
+        self._partition_of: dict[str | None, int] = {}
         self._unsure: set[tuple[int, str]] = set()
         self._stored: dict[int, set[str]] | None = None
         self._rejections = 0
@@ -326,6 +328,8 @@ class _KafkaLink:
         except SinkClosed:
             await _stop(producer, config.connect_timeout_s)
             raise
+        if partitions != self._partitions:
+            self._partition_of.clear()
         self._producer, self._partitions = producer, partitions
         self._pending = False
         self._stored = None
@@ -336,8 +340,7 @@ class _KafkaLink:
         if producer is None:
             raise LinkDown("not connected")
         todo = list(messages)
-        placed = [(partition_for(m.market.encode() if m.market else None, self._partitions), m)
-                  for m in todo]
+        placed = [(self._partition(m.market), m) for m in todo]
         futures: list[asyncio.Future[Any]] = []
         sent: list[tuple[int, Message]] = []
         rejected = 0
@@ -372,6 +375,16 @@ class _KafkaLink:
             await _stop(producer, self._config.connect_timeout_s, graceful=not self._pending)
 
     # -- internals ------------------------------------------------------------------------
+
+    def _partition(self, market: str | None) -> int:
+        """:func:`partition_for` the market, remembered (murmur2 is pure Python in aiokafka)."""
+        cache = self._partition_of
+        partition = cache.get(market)
+        if partition is None:
+            partition = partition_for(market.encode() if market else None, self._partitions)
+            if len(cache) < PARTITION_CACHE_MAX:
+                cache[market] = partition
+        return partition
 
     async def _topic_partitions(self, producer: AIOKafkaProducer) -> int:
         config = self._config
