@@ -241,6 +241,7 @@ class Fanout:
     Attributes:
         stats: per-sink counters by sink name.
         closed_sinks: names of sinks whose output went away (SinkClosed).
+        closed_errors: the SinkClosed of each of them, by name.
         closed_sinks_event: set when the first sink closed; the app may stop on it.
 
     Raises:
@@ -276,6 +277,7 @@ class Fanout:
         self._backoff = backoff or default_backoff
         self.stats: dict[str, SinkStats] = {slot.name: slot.stats for slot in self._slots}
         self.closed_sinks: set[str] = set()
+        self.closed_errors: dict[str, SinkClosed] = {}
         self.closed_sinks_event = anyio.Event()
         self._close_requested = anyio.Event()
         self._runners_done = anyio.Event()
@@ -579,6 +581,7 @@ class Fanout:
         logger.warning("sink %s: output closed for good, sink stopped: %s", slot.name, exc)
         self._stop(slot, SinkState.CLOSED)
         self.closed_sinks.add(slot.name)
+        self.closed_errors[slot.name] = exc
         self.closed_sinks_event.set()
 
     def _stop(self, slot: _Slot, state: SinkState) -> int:

@@ -15,8 +15,8 @@ compression    ``none``      ``none``, ``gzip``, ``snappy``, ``lz4`` or ``zstd``
                              need ``cramjam``, part of the ``kafka`` extra)
 linger         ``5ms``       how long the producer waits to fill a batch (``0`` sends at once)
 batch_size     ``1MB``       most bytes per partition batch (the producer's ``max_batch_size``)
-create         ``false``     create a missing topic (else a missing topic stops the sink with
-                             a one-line error naming it)
+create         ``false``     create a missing topic (else a missing topic stops the daemon:
+                             exit 2 with one line naming it)
 partitions     ``1``         partitions of a created topic
 replication    ``1``         replication factor of a created topic
 ack_timeout    ``10s``       longest wait for a batch's acknowledgements (also the producer's
@@ -80,7 +80,7 @@ from aiokafka.errors import (
 )
 from aiokafka.partitioner import murmur2
 
-from sinks.base import SinkClosed
+from sinks.base import SinkClosed, SinkMisconfigured
 from sinks.delivery import LinkDown, Message, SpooledSink, to_message
 from sinks.records import Record
 from sinks.spool import Spool
@@ -301,8 +301,8 @@ class _KafkaLink:
         """Start an idempotent producer and check (or create) the topic.
 
         Raises:
-            LinkDown: the cluster cannot be reached. SinkClosed: the topic is missing and
-            ``create`` is off, or the settings are refused (authentication, TLS).
+            LinkDown: the cluster cannot be reached. SinkMisconfigured: the topic is missing
+            and ``create`` is off, or the settings are refused (authentication, TLS).
         """
         await self.close()
         config = self._config
@@ -320,7 +320,7 @@ class _KafkaLink:
         except (ssl.SSLError, KafkaError) as exc:
             await _stop(producer, config.connect_timeout_s)
             if _is_auth_failure(exc):
-                raise SinkClosed(self.name, f"{_describe(exc)}") from exc
+                raise SinkMisconfigured(self.name, _describe(exc)) from exc
             raise LinkDown(f"connect {','.join(config.bootstrap)}: {_describe(exc)}") from exc
         except (OSError, TimeoutError) as exc:
             await _stop(producer, config.connect_timeout_s)
@@ -393,9 +393,9 @@ class _KafkaLink:
         if partitions:
             return len(partitions)
         if not config.create:
-            raise SinkClosed(self.name, f"topic {config.topic!r} does not exist; create it, "
-                                        "or add create=true (with partitions=N&replication=N) "
-                                        "to the sink URL")
+            raise SinkMisconfigured(
+                self.name, f"topic {config.topic!r} does not exist; create it, or add "
+                           "create=true (with partitions=N&replication=N) to the sink URL")
         await self._create_topic()
         with anyio.fail_after(self._config.connect_timeout_s):
             while True:  # the new topic's leaders show up in metadata shortly

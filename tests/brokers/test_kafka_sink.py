@@ -25,6 +25,7 @@ from sinks.spool import Spool
 from sinks.url import parse_sink_url
 from streamer import app
 from streamer.config import load_settings
+from streamer.errors import ConfigError
 from streamer.feed import Feed
 from streamer.metrics import Metrics
 from streamer.simulator import Simulator, SimulatorConfig
@@ -109,6 +110,24 @@ async def test_kafka_sink_missing_topic_is_a_one_line_error(
         await sink.open()
     assert "\n" not in str(info.value) and "create=true" in str(info.value)
     await sink.aclose()
+
+
+async def test_daemon_with_a_missing_topic_stops_with_a_config_error(
+    kafka_broker: BrokerProcess,
+) -> None:
+    """Exit 2 with one line (the CLI maps ConfigError), not a daemon running without it."""
+    topic = new_topic("absent")
+    sim = Simulator(SimulatorConfig(seed=3, markets=2, groups=0, rate_hz=20.0, quirks=False))
+    spec = parse_sink_url(f"kafka://127.0.0.1:{kafka_broker.port}/{topic}")
+    async with anyio.create_task_group() as tg:
+        address = await tg.start(sim.run)
+        settings = load_settings(None, {"api_url": address.api_url, "ws_url": address.ws_url,
+                                        "all_markets": True, "metrics_addr": "127.0.0.1:0"})
+        with anyio.fail_after(30), pytest.raises(ConfigError, match=re.escape(
+                f"topic '{topic}' does not exist; create it, or add create=true")):
+            await app.run(settings, None, handle_signals=False, specs=[spec],
+                          metrics=Metrics(CollectorRegistry(), process_metrics=False))
+        tg.cancel_scope.cancel()
 
 
 async def test_kafka_sink_replay_after_lost_acks_is_not_duplicated(
