@@ -8,12 +8,13 @@ import anyio
 import pytest
 
 from sinks.base import SinkConfigError
-from sinks.fanout import Fanout, SinkSpec
+from sinks.fanout import Fanout, OverflowPolicy, SinkSpec
 from sinks.memory import MemorySink
 from sinks.records import RECORD_TYPES, SCHEMA_VERSION, Record, Status, record_type
 from sinks.routing import Route
 from sinks.url import parse_sink_url
 from tests.brokers.conftest import make_records
+from tests.sinks.test_conflate import FakeDaemon, StepSink, describe
 
 
 def feed() -> list[Record]:
@@ -84,3 +85,34 @@ async def test_fanout_routes_each_record_to_the_sinks_that_want_it() -> None:
                              in ("market-0", "market-1") and record_type(r) != "status"]
     assert statuses.records == [r for r in records if isinstance(r, Status)]
     assert fanout.stats["books"].enqueued == len(books.records)
+
+
+@pytest.mark.anyio
+async def test_conflation_snapshots_follow_the_other_sinks_routes() -> None:
+    """A conflating sink's fresh ``book`` goes to every other sink whose route takes it."""
+    daemon = FakeDaemon()
+    slow, only_b, statuses = StepSink(), MemorySink("only-b"), MemorySink("statuses")
+    fanout = Fanout([SinkSpec(slow, policy=OverflowPolicy.CONFLATE, queue_size=2, batch_max=1),
+                     SinkSpec(only_b, route=Route.parse(None, "b")),
+                     SinkSpec(statuses, route=Route.parse("status", None))],
+                    snapshot_source=daemon.snapshot)
+    async with anyio.create_task_group() as tg:
+        await tg.start(fanout.run)
+        fanout.publish_nowait(daemon.seed("a"))
+        with anyio.fail_after(5):
+            await slow.entered.wait()
+        for record in (daemon.seed("b"), daemon.delta("a"), daemon.delta("a"),
+                       daemon.delta("b"), daemon.delta("b")):
+            fanout.publish_nowait(record)  # the queue (2) overflows: a, then b conflate
+        assert fanout.stats["slow"].conflated > 0
+        slow.allow(20)
+        with anyio.fail_after(5):
+            while fanout.stats["slow"].snapshots < 2 or fanout.stats["slow"].depth:
+                await anyio.sleep(0.01)
+        fanout.close()
+    assert sorted(daemon.snapshot_calls) == ["a", "b"]
+    assert {(type(r).__name__, getattr(r, "market", None)) for r in slow.records} >= {
+        ("Book", "a"), ("Book", "b")}
+    assert {getattr(r, "market", None) for r in only_b.records} == {"b"}
+    assert describe(only_b.records)[-1][0] == "Book"  # b's snapshot reached it, a's did not
+    assert statuses.records == []
