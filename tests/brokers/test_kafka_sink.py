@@ -201,10 +201,17 @@ async def test_kafka_outage_midstream_loses_and_duplicates_nothing(
         with anyio.fail_after(60):
             while sink.stats.replayed < sink.stats.spooled or sink.stats.spooled == 0:
                 await anyio.sleep(0.05)
-            await anyio.sleep(0.5)
         sim.pause()
-        await anyio.sleep(1.5)  # the daemon writes what the paused simulator sent last
-        tg.cancel_scope.cancel()
+
+        def caught_up() -> bool:  # the daemon holds what the paused simulator sent last
+            markets = feeds[0].universe.markets
+            return all(slug in markets and markets[slug].sync.book.levels()
+                       == sim.exchange.book(slug) for slug in sim.exchange.book_slugs())
+
+        with anyio.fail_after(20):
+            while not caught_up():
+                await anyio.sleep(0.05)
+        tg.cancel_scope.cancel()  # the fan-out drains its queue into Kafka on the way out
     got = await read_back(kafka_broker, topic, partitions=2)
     books = [r for r in got if isinstance(r, Book | BookDelta)]
     keys = book_keys(books)
