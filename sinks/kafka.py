@@ -224,8 +224,11 @@ def partition_for(key: bytes | None, partitions: int) -> int:
 def message_headers(message: Message) -> list[tuple[str, bytes]]:
     """The headers of one message: ``type``, ``run`` (if the record has one), ``seq``, ``id``."""
     headers = [("type", message.kind.encode())]
-    if b'"run":' in message.data:
-        run = _RUN_DECODER.decode(message.data).run
+    if b'"run":' in message.data:  # cheap test first: most records carry none today
+        try:
+            run = _RUN_DECODER.decode(message.data).run
+        except msgspec.DecodeError:  # not a string: no header rather than no record
+            run = None
         if run is not None:
             headers.append(("run", run.encode()))
     if message.seq is not None:
@@ -409,8 +412,8 @@ class _KafkaLink:
     async def _create_topic(self) -> None:
         config = self._config
         admin = AIOKafkaAdminClient(**config.client_options())
-        await admin.start()
         try:
+            await admin.start()
             await admin.create_topics([NewTopic(config.topic, config.partitions,
                                                 config.replication)])
         except TopicAlreadyExistsError:
@@ -448,8 +451,8 @@ class _KafkaLink:
         wanted = [TopicPartition(config.topic, p) for p in sorted(counts)]
         consumer = AIOKafkaConsumer(**config.client_options(), enable_auto_commit=False,
                                     auto_offset_reset="earliest")
-        await consumer.start()
         try:
+            await consumer.start()
             consumer.assign(wanted)
             ends = await consumer.end_offsets(wanted)
             todo: dict[TopicPartition, int] = {}

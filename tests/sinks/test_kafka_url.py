@@ -117,4 +117,7 @@ def test_message_headers_carry_type_seq_id_and_run() -> None:
     tagged = type(message)(message.route, message.msg_id, message.kind, message.market,
                            message.seq, message.data[:-1] + b',"run":"0193-abc"}')
     assert dict(message_headers(tagged))["run"] == b"0193-abc"
+    odd = type(message)(message.route, message.msg_id, message.kind, message.market,
+                        message.seq, message.data[:-1] + b',"run":7}')
+    assert "run" not in dict(message_headers(odd))
 
