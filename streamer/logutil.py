@@ -308,6 +308,9 @@ def setup_logging(
     root.setLevel(level.upper())
     for noisy in ("websockets", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(max(root.level, logging.WARNING))
+    # aiokafka logs every reconnect attempt and retried batch during an outage (ERROR and
+    # WARNING); the Kafka sink reports the outage itself, once, and in its metrics.
+    logging.getLogger("aiokafka").setLevel(max(root.level, logging.CRITICAL))
     return handler
 
 

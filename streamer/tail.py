@@ -2,8 +2,10 @@
 
 Sources: ``-`` (stdin NDJSON), ``file:PATH`` or a bare ``PATH`` (NDJSON; ``--follow`` keeps
 reading as the file grows), ``nats://HOST:PORT/PREFIX?stream=NAME`` (a JetStream stream, from
-its first message) and ``redis://HOST:PORT/DB?stream=KEY`` (a Redis stream, or with
-``per_market=true`` every ``KEY:*`` stream).
+its first message), ``redis://HOST:PORT/DB?stream=KEY`` (a Redis stream, or with
+``per_market=true`` every ``KEY:*`` stream) and ``kafka://HOST:PORT/TOPIC`` (every partition
+of a Kafka topic from its first offset; each market's records are in one partition, in
+order).
 
 Every record read is checked: book records go through :class:`orderbook.replay.Replayer`
 (a gap in a market's ``seq`` within a run is reported on stderr the moment it is seen; the
@@ -132,7 +134,7 @@ def open_source(url: str, *, follow: bool = False,
         raise ConfigError("tail: --from-book needs a nats:// URL (JetStream)")
     if url == "-":
         return _stdin_lines()
-    if url.startswith(("nats://", "redis://")):
+    if url.startswith(("nats://", "redis://", "kafka://")):
         from streamer import tail_brokers
 
         return tail_brokers.open_broker_source(url, follow=follow, from_book=from_book)
@@ -142,7 +144,7 @@ def open_source(url: str, *, follow: bool = False,
         path = path.split("?", 1)[0]
     elif "://" in url:
         raise ConfigError(f"tail: unsupported URL {url!r} (use -, PATH, file:PATH, "
-                          "nats:// or redis://)")
+                          "nats://, redis:// or kafka://)")
     else:
         path = url  # a bare path
     _check_readable(path)

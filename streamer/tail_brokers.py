@@ -1,4 +1,4 @@
-"""``tail`` sources for the queue sinks: a JetStream stream and Redis streams.
+"""``tail`` sources for the queue sinks: a JetStream stream, Redis streams, a Kafka topic.
 
 The URL is parsed by the sink's own parser (:func:`sinks.url.parse_sink_url`), so a
 ``tail`` URL is exactly the ``--sink`` URL the daemon writes with. A broker that cannot be
@@ -27,7 +27,7 @@ IDLE_WAIT_S = 1.0
 
 def open_broker_source(url: str, *, follow: bool,
                        from_book: bool = False) -> AsyncIterator[bytes]:
-    """Lines (encoded records) from a ``nats://`` or ``redis://`` sink URL.
+    """Lines (encoded records) from a ``nats://``, ``redis://`` or ``kafka://`` sink URL.
 
     ``from_book`` (JetStream only): start at the oldest of the markets' newest ``book``
     records instead of the start of retention (see :func:`_newest_books_start`).
@@ -45,6 +45,8 @@ def open_broker_source(url: str, *, follow: bool,
                        _nats_errors())
     if from_book:
         raise ConfigError("tail: --from-book needs a nats:// URL (JetStream)")
+    if url.startswith("kafka://"):
+        return _kafka_lines(config, follow=follow)
     return _mapped(_redis_lines(config, follow=follow), url, _redis_errors())
 
 
@@ -180,3 +182,37 @@ async def _redis_lines(config: object, *, follow: bool) -> AsyncIterator[bytes]:
                     yield fields[b"data"]
     finally:
         await client.aclose()
+
+
+async def _kafka_lines(config: object, *, follow: bool) -> AsyncIterator[bytes]:
+    """Every partition from its first offset; without ``follow``, up to the end offsets
+    seen at the start. No consumer group: nothing is committed."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from sinks.kafka import topic_partitions
+
+    topic = config.topic  # type: ignore[attr-defined]
+    partitions = await topic_partitions(config)  # type: ignore[arg-type]
+    if not partitions:
+        raise ConfigError(f"tail: topic {topic!r} does not exist")
+    consumer = AIOKafkaConsumer(**config.client_options(),  # type: ignore[attr-defined]
+                                enable_auto_commit=False, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        assigned = [TopicPartition(topic, p) for p in partitions]
+        consumer.assign(assigned)
+        await consumer.seek_to_beginning(*assigned)
+        ends: dict[Any, int] = {} if follow else dict(await consumer.end_offsets(assigned))
+        todo = {tp for tp in assigned if follow or ends[tp] > 0}
+        while todo:
+            batches = await consumer.getmany(*todo, timeout_ms=int(IDLE_WAIT_S * 1000),
+                                             max_records=FETCH_BATCH)
+            for tp, records in batches.items():
+                for record in records:
+                    if not follow and record.offset >= ends[tp]:
+                        break
+                    yield record.value
+                if not follow and records and records[-1].offset + 1 >= ends[tp]:
+                    todo.discard(tp)
+    finally:
+        await consumer.stop()

@@ -10,12 +10,19 @@ Durability across a SIGKILL: JetStream acknowledges a publish once it is written
 store; valkey runs with ``appendonly yes`` and ``appendfsync always``, so every acknowledged
 write is in its append-only file before the reply. What a broker acknowledged before a kill
 is therefore still there after the restart, and any loss the tests see is the sink's.
+
+Kafka: one KRaft broker per test session (``kafka_broker``; a JVM takes seconds to start),
+from the jars ``scripts/fetch-kafka.sh`` caches (:mod:`streamer.kafka_local`); each test
+uses its own topic. It acknowledges ``acks=all`` once the record is in its log (the page
+cache): a SIGKILL of the process keeps it. The Kafka tests skip only where Java or Maven is
+missing (the jars cannot be had).
 """
 
 from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -31,13 +38,16 @@ import anyio
 import anyio.to_thread
 import nats
 import pytest
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from redis.asyncio import Redis
 
+from sinks.kafka import KafkaConfig, topic_partitions
 from sinks.records import SCHEMA_VERSION, Book, BookDelta, Record, Status
+from streamer import kafka_local
 
-START_TIMEOUT_S: Final = 15.0
+START_TIMEOUT_S: Final = 60.0
 POLL_S: Final = 0.02
 
 
@@ -203,6 +213,30 @@ def valkey_server(tmp_path: Path) -> Iterator[BrokerProcess]:
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
+    """One single-node KRaft Kafka broker for the session, on free loopback ports."""
+    if shutil.which("java") is None:
+        pytest.skip("java is not installed (the Kafka broker is a JVM)")
+    libs = kafka_local.kafka_libs()
+    if libs is None:
+        if shutil.which("mvn") is None:
+            pytest.skip("the Kafka jars are not cached and mvn is not installed")
+        libs = kafka_local.fetch_jars()
+        assert libs is not None, "scripts/fetch-kafka.sh did not leave the jars"
+    home = tmp_path_factory.mktemp("kafka")
+    port = free_port()
+    properties = kafka_local.write_server_properties(home, port, free_port())
+    kafka_local.format_storage(libs, properties)
+    server = BrokerProcess("kafka", kafka_local.broker_argv(libs, properties), port,
+                           kafka_local.broker_ready, home / "kafka.log")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 # -- records and read-back helpers ------------------------------------------------------------
 
 
@@ -284,3 +318,25 @@ async def wait_until(condition: Callable[[], Awaitable[bool]], timeout_s: float 
             if await condition():
                 return
             await anyio.sleep(POLL_S)
+
+
+async def read_kafka(port: int, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record of every partition of ``topic``: partition by partition, in offset order."""
+    config = KafkaConfig(bootstrap=(f"127.0.0.1:{port}",), topic=topic)
+    partitions = [TopicPartition(topic, p) for p in await topic_partitions(config)]
+    consumer = AIOKafkaConsumer(bootstrap_servers=f"127.0.0.1:{port}",
+                                enable_auto_commit=False, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        consumer.assign(partitions)
+        ends = await consumer.end_offsets(partitions)
+        got: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]] = {
+            tp: [] for tp in partitions}
+        with anyio.fail_after(30):
+            while any(len(got[tp]) < ends[tp] for tp in partitions):
+                batches = await consumer.getmany(timeout_ms=500)
+                for tp, records in batches.items():
+                    got[tp].extend(records)
+        return [record for tp in partitions for record in got[tp]]
+    finally:
+        await consumer.stop()

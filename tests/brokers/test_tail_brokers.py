@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 
 import anyio
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from sinks.fanout import Fanout, OverflowPolicy, SinkSpec
 from sinks.records import Record
 from sinks.url import parse_sink_url
+from streamer.errors import ConfigError
 from streamer.tail import open_source, tail
 from tests.brokers.conftest import BrokerProcess, make_records
 
@@ -89,3 +91,18 @@ async def test_tail_from_book_starts_at_every_markets_newest_book(
         assert report.replayer.book(market) == sync.book
     with pytest.raises(Exception, match="needs a nats:// URL"):
         open_source(f"redis://127.0.0.1:{nats_server.port}/0?stream=x", from_book=True)
+
+
+async def test_tail_reads_kafka_back_and_flags_a_gap(kafka_broker: BrokerProcess) -> None:
+    records, victim = _with_gap(make_records(markets=3, per_market=20))
+    topic = f"tail-{time.monotonic_ns()}"
+    url = f"kafka://127.0.0.1:{kafka_broker.port}/{topic}"
+    await _publish(url + "?create=true&partitions=2", records)
+    err = io.StringIO()
+    report = await tail(open_source(url), out=None, err=err)
+    assert report.records == len(records)
+    assert [(g.market, g.expected, g.got) for g in report.gaps] == [("market-1", 5, 6)]
+    assert "GAP in market-1" in err.getvalue()
+    with pytest.raises(ConfigError, match="topic 'absent-topic' does not exist"):
+        await tail(open_source(f"kafka://127.0.0.1:{kafka_broker.port}/absent-topic"),
+                   out=None, err=err)

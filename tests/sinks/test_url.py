@@ -71,7 +71,7 @@ def test_parse_sink_url_expands_home() -> None:
     [
         ("", "no scheme"),
         ("out.ndjson", "no scheme"),
-        ("kafka://broker/topic", "unknown scheme 'kafka'"),
+        ("amqp://broker/queue", "unknown scheme 'amqp'"),
         ("file:out.ndjson?maxbytes=1", "unknown option 'maxbytes' for file:"),
         ("stdout:?keep=3", "unknown option 'keep' for stdout:"),
         ("stdout:?on_error=ignore", "option 'on_error': 'ignore'"),
