@@ -18,7 +18,7 @@ from orderbook.book import OrderBook
 from orderbook.types import Book, BookDelta
 from sinks.base import SinkClosed
 from sinks.delivery import to_message
-from sinks.fanout import Fanout
+from sinks.fanout import Fanout, OverflowPolicy, SinkSpec
 from sinks.kafka import KafkaConfig, KafkaSink, partition_for
 from sinks.records import Record, decode_record, record_type
 from sinks.spool import Spool
@@ -75,7 +75,8 @@ def per_market(records: list[Record]) -> dict[str | None, list[Record]]:
 
 
 async def publish(url: str, records: list[Record]) -> Fanout:
-    fanout = Fanout([parse_sink_url(url)])
+    spec = parse_sink_url(url)  # lossless, no daemon to take conflation snapshots from
+    fanout = Fanout([SinkSpec(spec.sink, policy=OverflowPolicy.BLOCK)])
     async with anyio.create_task_group() as tg:
         await tg.start(fanout.run)
         for record in records:
