@@ -34,6 +34,7 @@ from orderbook.errors import InvalidLevel
 from orderbook.types import SCHEMA_VERSION, Book, BookSnapshot
 from sinks.fanout import Fanout
 from sinks.records import MarketCreated, MarketResolved, PriceData, Record, Status, record_type
+from streamer.clock import now_ms as now_ms  # re-exported: app, bench
 from streamer.config import Settings
 from streamer.errors import (
     ConnectRefused,
@@ -91,11 +92,6 @@ def _deadline_clock() -> Callable[[], float]:
     if abs(anyio.current_time() - time.monotonic()) < 0.5:
         return time.monotonic
     return anyio.current_time
-
-
-def now_ms() -> int:
-    """Local wall-clock time in epoch milliseconds."""
-    return time.time_ns() // 1_000_000
 
 
 @dataclass(slots=True)
