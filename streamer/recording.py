@@ -46,6 +46,7 @@ import logging
 import os
 import secrets
 import time
+import zlib
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -492,25 +493,21 @@ def _read_lines(path: Path) -> tuple[list[bytes], bool]:
         truncated = False
     except (EOFError, gzip.BadGzipFile, OSError):
         text, truncated = _salvage(data), True
-    lines = text.split(b"\n")
-    if truncated and lines and lines[-1]:
-        lines.pop()  # a torn last line
-    return [line for line in lines if line], truncated
+    return [line for line in text.split(b"\n") if line], truncated
 
 
 def _salvage(data: bytes) -> bytes:
     """Decompress member by member, stopping at the first broken one."""
-    import zlib
-
     out = []
     while data:
         d = zlib.decompressobj(16 + zlib.MAX_WBITS)
         try:
-            out.append(d.decompress(data))
+            chunk = d.decompress(data)
         except zlib.error:
             break
-        if not d.eof:
+        if not d.eof:  # a member cut short: its lines may be too
             break
+        out.append(chunk)
         data = d.unused_data
     return b"".join(out)
 

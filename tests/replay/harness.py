@@ -43,8 +43,7 @@ def scenario(seed: int = 11, kick_every_s: float = 4.0) -> SimulatorConfig:
 async def record_simulator(out: Path, config: SimulatorConfig, seconds: float,
                            **overrides: Any) -> list[Record]:
     """Run the simulator and ``run --record out`` for ``seconds``; the live records."""
-    if out.exists():
-        shutil.rmtree(out)
+    shutil.rmtree(out, ignore_errors=True)
     sim = Simulator(config)
     sink = MemorySink()
     stop = anyio.Event()
