@@ -7,7 +7,7 @@ committed recording and its expected output).
 from __future__ import annotations
 
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -40,9 +40,11 @@ def scenario(seed: int = 11, kick_every_s: float = 4.0) -> SimulatorConfig:
                            shift_p=0.05)
 
 
-async def record_simulator(out: Path, config: SimulatorConfig, seconds: float,
-                           **overrides: Any) -> list[Record]:
-    """Run the simulator and ``run --record out`` for ``seconds``; the live records."""
+async def record_simulator(out: Path, config: SimulatorConfig, seconds: float | None,
+                           *, until: Callable[[list[Record]], bool] | None = None,
+                           credentials: Any = None, **overrides: Any) -> list[Record]:
+    """Run the simulator and ``run --record out`` for ``seconds`` (or ``until`` the live
+    records satisfy a condition); the live records."""
     shutil.rmtree(out, ignore_errors=True)
     sim = Simulator(config)
     sink = MemorySink()
@@ -63,11 +65,14 @@ async def record_simulator(out: Path, config: SimulatorConfig, seconds: float,
         metrics = Metrics(CollectorRegistry(), process_metrics=False)
 
         async def stop_later() -> None:
-            await anyio.sleep(seconds)
+            if seconds is not None:
+                await anyio.sleep(seconds)
+            while until is not None and not until(sink.records):
+                await anyio.sleep(0.02)
             stop.set()
 
         tg.start_soon(stop_later)
-        await run_daemon(settings, None, handle_signals=False, specs=[SinkSpec(sink=sink)],
+        await run_daemon(settings, credentials, handle_signals=False, specs=[SinkSpec(sink=sink)],
                          metrics=metrics, stop=stop)
         tg.cancel_scope.cancel()
     return sink.records
