@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 from pathlib import Path
 
 import anyio
@@ -10,6 +9,7 @@ import pytest
 
 from sinks.records import Record, Status, encode
 from streamer.auth import ApiKey
+from streamer.recording import zstd as _zstd
 from tests.replay.harness import (
     comparable,
     first_difference,
@@ -39,5 +39,5 @@ async def test_live_run_and_its_replay_emit_the_same_records(tmp_path: Path) -> 
     assert a == b, first_difference(a, b)
     assert [encode(r) for r in replayed] == [encode(r) for r in again]
     assert stats.sessions >= 3 and stats.rest_orphans == 0
-    raw = b"".join(gzip.decompress(p.read_bytes()) for p in out.iterdir())
+    raw = b"".join(_zstd.decompress(p.read_bytes()) for p in out.iterdir())
     assert KEY.encode() not in raw

@@ -30,6 +30,7 @@ from streamer.recording import (
     open_recorder,
     tap_connect,
 )
+from streamer.recording import zstd as _zstd
 from streamer.replay import _without_retry_hint, parse_time, select
 from streamer.transport.memory import MemoryTransport
 from tests.replay.regenerate import RECORDING
@@ -42,7 +43,7 @@ def _settings(tmp_path: Path, **kw: Any) -> RecordSettings:
 
 
 def _bytes(tmp_path: Path) -> bytes:
-    return b"".join(gzip.decompress(p.read_bytes())
+    return b"".join(_zstd.decompress(p.read_bytes())
                     for p in sorted((tmp_path / "rec").iterdir()))
 
 
