@@ -65,7 +65,7 @@ logger = logging.getLogger(__name__)
 
 _FAST: Final = {"initial_s": 0.0005, "factor": 1.0, "cap_s": 0.0005, "jitter": 0.0}
 _NEVER_S: Final = 1e9
-CLAIM_WAIT_S: Final = 2.0
+CLAIM_WAIT_S: Final = 0.5
 CONNECT_WAIT_S: Final = 30.0
 _SETTLE_ROUNDS: Final = 10_000
 
@@ -167,6 +167,8 @@ class ReplayDriver:
         self._requests: list[_Request] = []
         self._changed = anyio.Event()
         self._session: _Session | None = None
+        self.on_orphan: Callable[[str, str], None] | None = None
+        """Called with (method, target) of a response nobody asked for yet."""
 
     def now_ms(self) -> int:
         """The virtual clock: the recorded time of the entry being handed over."""
@@ -288,6 +290,8 @@ class ReplayDriver:
         waiter = self._find(key)
         if waiter is None:
             await self._settle()
+            if self._find(key) is None and self.on_orphan is not None:
+                self.on_orphan(*key)  # a timer's request: ask for it now
             with anyio.move_on_after(self.claim_wait_s):
                 while (waiter := self._find(key)) is None:
                     self._changed = anyio.Event()
@@ -373,6 +377,30 @@ def _transport_error(name: str, request: httpx.Request) -> httpx.TransportError:
     if not (isinstance(cls, type) and issubclass(cls, httpx.TransportError)):
         cls = httpx.TransportError
     return cls(f"recorded {name}", request=request)
+
+
+def _ask_again(feeds: list[Feed], method: str, target: str) -> None:
+    """Replay a timer: a recorded audit/probe book fetch, or a discovery re-poll.
+
+    The live run asked on a timer the replay does not run (``health.*``,
+    ``discovery_interval_s``); ask now, with the same effect: an audit compares the held
+    book with the recorded one and re-seeds only on a difference, as a probe does.
+    """
+    if not feeds or method != "GET":
+        return
+    feed = feeds[0]
+    path = target.split("?", 1)[0]
+    parts = path.split("/")
+    if path.endswith("/markets/active") and "page=1" in target.split("?", 1)[-1].split("&"):
+        if feed.on_market_event is not None:
+            feed.on_market_event("created", "")  # discovery polls now (--all-markets)
+    elif len(parts) >= 3 and parts[-1] == "orderbook" and parts[-3] == "markets":
+        from urllib.parse import unquote
+
+        slug = unquote(parts[-2])
+        request_seed = getattr(feed, "_request_seed", None)
+        if request_seed is not None and feed.universe.get(slug) is not None:
+            request_seed(slug, "audit")
 
 
 # -- selection and settings ------------------------------------------------------------------
@@ -494,13 +522,21 @@ async def replay(
     settings = replay_settings(header, overrides or {})
     driver = ReplayDriver(select(entries, start_ms=start_ms, end_ms=end_ms), speed=speed,
                           claim_wait_s=claim_wait_s)
+    feeds: list[Feed] = []
+
+    def hook(feed: Feed) -> None:
+        feeds.append(feed)
+        if on_feed is not None:
+            on_feed(feed)
+
+    driver.on_orphan = lambda method, target: _ask_again(feeds, method, target)
     done = anyio.Event()
     with clock.use_source(driver.now_ms):
         async with anyio.create_task_group() as tg:
             tg.start_soon(driver.run, done)
             await app.run(settings, None, transport=driver.http, connect=driver.connect,
                           handle_signals=handle_signals, specs=specs, metrics=metrics,
-                          stop=done, on_feed=on_feed)
+                          stop=done, on_feed=hook)
             tg.cancel_scope.cancel()
     return driver.stats
 

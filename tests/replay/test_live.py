@@ -7,9 +7,12 @@ from pathlib import Path
 import anyio
 import pytest
 
+from orderbook.types import Book
 from sinks.records import Record, Status, encode
 from streamer.auth import ApiKey
+from streamer.recording import REST, load
 from streamer.recording import zstd as _zstd
+from streamer.simulator import SimulatorConfig
 from tests.replay.harness import (
     comparable,
     first_difference,
@@ -41,3 +44,21 @@ async def test_live_run_and_its_replay_emit_the_same_records(tmp_path: Path) -> 
     assert stats.sessions >= 3 and stats.rest_orphans == 0
     raw = b"".join(_zstd.decompress(p.read_bytes()) for p in out.iterdir())
     assert KEY.encode() not in raw
+
+
+async def test_timer_driven_audits_and_probes_replay_too(tmp_path: Path) -> None:
+    out = tmp_path / "rec"
+    config = SimulatorConfig(seed=3, markets=4, groups=0, amm_markets=0, levels=5, rate_hz=4.0,
+                             kick_every_s=1.0, rest_503_rate=0.1)
+    health = {"audit_interval_s": 0.3, "probe_check_s": 0.1, "stale_after_s": 0.4,
+              "audit_sample": 2}
+    with anyio.fail_after(60):
+        live = await record_simulator(out, config, None, until=_three_sessions, health=health)
+        replayed, stats = await replay_records(out)
+    a, b = comparable(live), comparable(replayed)
+    assert a == b, first_difference(a, b)
+    seeds = sum(isinstance(r, Book) for r in live)
+    fetched = sum(e[0] == REST and e[4] == 200 and e[3].endswith("/orderbook")
+                  for e in load(out)[1])
+    assert fetched > seeds  # some fetches were audits or probes, and they replayed
+    assert stats.rest_orphans == 0
