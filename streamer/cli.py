@@ -320,7 +320,8 @@ def _cmd_replay(ns: argparse.Namespace) -> int:
 
     if not ns.max_speed and not ns.speed > 0:
         raise ConfigError(f"--speed: must be > 0, got {ns.speed}")
-    overrides = {k: getattr(ns, k) for k in ("sinks", "log_level", "log_format", "metrics_addr")
+    overrides = {k: getattr(ns, k) for k in ("sinks", "log_level", "log_format", "metrics_addr",
+                                             "per_market_metrics")
                  if getattr(ns, k, None) is not None}
     overrides.setdefault("sinks", ["stdout:"])
     setup_logging(ns.log_level or "info", ns.log_format or "auto")
