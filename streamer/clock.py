@@ -9,7 +9,8 @@
   receive time it writes down, so the ``ts`` of a REST-seeded ``book`` (which is "the
   local time the REST response arrived") is exactly the recorded time, and a replay that
   serves that response reproduces it to the millisecond. A pin is a ``ContextVar``: it
-  belongs to the task that awaited the response and is consumed by its first read.
+  belongs to the task that awaited the response and is consumed by its first read, if
+that read comes within :data:`PIN_TTL_MS`.
 """
 
 from __future__ import annotations
@@ -30,13 +31,19 @@ _source: Callable[[], int] = wall_ms
 _PINNED: Final[ContextVar[int | None]] = ContextVar("streamer_pinned_ms", default=None)
 
 
+PIN_TTL_MS: Final = 50
+"""A pin is honoured only this soon after its time: one left unread (a request that
+failed) must not stamp a read made much later in the same task."""
+
+
 def now_ms() -> int:
-    """The current time in epoch ms: a pin of this task (consumed), else the source."""
+    """The current time in epoch ms: a fresh pin of this task (consumed), else the source."""
     pinned = _PINNED.get()
-    if pinned is not None:
-        _PINNED.set(None)
-        return pinned
-    return _source()
+    if pinned is None:
+        return _source()
+    _PINNED.set(None)
+    now = _source()
+    return pinned if 0 <= now - pinned <= PIN_TTL_MS else now
 
 
 def pin(value_ms: int) -> None:

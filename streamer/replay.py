@@ -230,7 +230,7 @@ class ReplayDriver:
                 delay = (t - t0) / 1000.0 / self.speed - (time.monotonic() - real0)
                 if delay > 0:
                     await anyio.sleep(delay)
-            self.clock_ms = max(self.clock_ms, t)
+            self.clock_ms = t  # as recorded, even if the wall clock stepped back
             await self._handle(entry)
         await self._settle()
         if self._session is not None:
