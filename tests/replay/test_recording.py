@@ -13,7 +13,7 @@ import msgspec
 import pytest
 
 from streamer import clock, recording
-from streamer.cli import main
+from streamer.cli import _overrides, build_parser, main
 from streamer.config import RecordSettings, load_settings
 from streamer.errors import ConfigError, ConnectError, ConnectionLost
 from streamer.recording import (
@@ -247,3 +247,8 @@ async def test_recorder_flushes_on_cancel(tmp_path: Path) -> None:
         rec.ws(1, "last words")
         tg.cancel_scope.cancel()
     assert [e[3] for e in load(tmp_path / "rec")[1]] == ["last words"]
+
+
+def test_record_flag_sets_the_recording_directory() -> None:
+    ns = build_parser().parse_args(["run", "--market", "a", "--record", "/var/rec"])
+    assert load_settings(None, _overrides(ns)).record.dir == "/var/rec"
