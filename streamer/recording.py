@@ -153,8 +153,7 @@ class Recorder:
         self._writing = anyio.Lock()
         self._gap = 0
         self._sessions = 0
-        self._opened_any = False
-        self._preamble: list[Entry] = []
+        self._preamble: dict[str, Entry] = {}
         self._encoder = msgspec.json.Encoder()
         self._file: Any = None
         self._compressor = zstd.ZstdCompressor(level=_COMPRESS_LEVEL)
@@ -176,11 +175,9 @@ class Recorder:
 
     def add(self, entry: Entry) -> None:
         """Any other entry (sessions, REST, sent frames)."""
-        if entry[0] == OPEN:
-            self._opened_any = True
-        elif entry[0] in (REST, REST_ERROR) and not self._opened_any:
-            if len(self._preamble) < _PREAMBLE_MAX:
-                self._preamble.append(entry)
+        if is_discovery(entry) and (entry[3] in self._preamble
+                                    or len(self._preamble) < _PREAMBLE_MAX):
+            self._preamble[entry[3]] = entry
         if len(self._buf) >= self._max or self._gap:
             self._overflow(entry)
             return
@@ -280,7 +277,7 @@ class Recorder:
                   "preamble": len(self._preamble) if self._segment else 0, **self._header}
         self._compressor = zstd.ZstdCompressor(level=_COMPRESS_LEVEL)
         data = self._compressor.compress(self._encoder.encode(header) + b"\n")
-        data += self._compress(self._preamble if self._segment else [])
+        data += self._compress(list(self._preamble.values()) if self._segment else [])
         self._file.write(data)
         self._segment_bytes = len(data)
         self.stats.segments += 1
@@ -412,6 +409,14 @@ class RecordingTransport(httpx.AsyncBaseTransport):
     async def aclose(self) -> None:
         """Close the inner transport."""
         await self._inner.aclose()
+
+
+def is_discovery(entry: Sequence[Any]) -> bool:
+    """A successful market-list answer (``GET /markets/active``, ``GET /markets/{slug}``)."""
+    if entry[0] != REST or entry[2] != "GET" or entry[4] != 200:
+        return False
+    path = str(entry[3]).split("?", 1)[0]
+    return "/markets" in path and not path.endswith("/orderbook")
 
 
 def encode_body(body: bytes) -> str:

@@ -411,9 +411,10 @@ def select(entries: Sequence[Sequence[Any]], *, start_ms: int | None = None,
     """The entries a ``--from``/``--to`` window replays.
 
     Everything before the first session (the bootstrap REST responses) is always kept;
-    with ``start_ms``, the replay then resumes at the first session opened at or after
-    it (a session starts with a full re-seed, so the books are right from there on;
-    ``seq`` restarts at 1). With ``end_ms``, entries after it are left out.
+    with ``start_ms``, the latest market-list answers before it follow, and the replay
+    resumes at the first session opened at or after it (a session starts with a full
+    re-seed, so the books are right from there on; ``seq`` restarts at 1). With
+    ``end_ms``, entries after it are left out.
     """
     first = next((i for i, e in enumerate(entries) if e[0] in (OPEN, CONNECT_ERROR)),
                  len(entries))
@@ -422,6 +423,10 @@ def select(entries: Sequence[Sequence[Any]], *, start_ms: int | None = None,
     if start_ms is not None:
         begin = next((i for i, e in enumerate(rest) if e[0] == OPEN and e[1] >= start_ms),
                      len(rest))
+        # The market list may have changed meanwhile: its latest answers come first
+        # (asked for again as a re-poll, see _ask_again).
+        latest = {e[3]: e for e in rest[:begin] if recording.is_discovery(e)}
+        out.extend(latest.values())
         rest = rest[begin:]
     out.extend(rest)
     if end_ms is not None:

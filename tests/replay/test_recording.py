@@ -66,8 +66,10 @@ async def test_recorder_rotates_by_size_keeps_n_and_repeats_the_bootstrap(
         tmp_path: Path) -> None:
     settings = _settings(tmp_path, max_bytes=1024, keep=2)
     async with open_recorder(settings, run="r2") as rec:
-        rec.add((REST, 1, "GET", "/markets/active?page=1", 200, {}, "bootstrap"))
+        rec.add((REST, 1, "GET", "/markets/active?page=1", 200, {}, "first"))
+        rec.add((REST, 1, "GET", "/markets/x/orderbook", 200, {}, "a book"))
         rec.add((OPEN, 2, 1, "ws://x"))
+        rec.add((REST, 3, "GET", "/markets/active?page=1", 200, {}, "bootstrap"))
         for i in range(6):
             for j in range(50):
                 rec.ws(1, f"frame {i} {j} " + hashlib.sha256(b"%d %d" % (i, j)).hexdigest())
@@ -76,7 +78,7 @@ async def test_recorder_rotates_by_size_keeps_n_and_repeats_the_bootstrap(
     assert len(files) == 2 and rec.stats.segments > 2
     assert all(f.name.startswith("r2.") and f.name.endswith(recording.SUFFIX) for f in files)
     _, entries = load(tmp_path / "rec")
-    assert entries[0][0] == REST and entries[0][6] == "bootstrap"  # the preamble
+    assert entries[0][0] == REST and entries[0][6] == "bootstrap"  # the latest market list
     assert [e[0] for e in entries[1:]] == [WS] * (len(entries) - 1)
     assert entries[-1][3].startswith("frame 5 49")
 
@@ -198,6 +200,9 @@ def test_select_keeps_the_bootstrap_and_resumes_at_a_session() -> None:
     entries = [[REST, 1, "GET", "/a", 200, {}, ""], [OPEN, 2, 1, "u"], [WS, 3, 1, "f"],
                [CLOSE, 4, 1, "x"], [OPEN, 5, 2, "u"], [WS, 6, 2, "g"], [WS, 9, 2, "h"]]
     assert select(entries, start_ms=3) == [entries[0], *entries[4:]]
+    repoll = [REST, 3, "GET", "/markets/active?page=1", 200, {}, "new list"]
+    later = [*entries[:3], repoll, *entries[3:]]
+    assert select(later, start_ms=3) == [entries[0], repoll, *entries[4:]]
     assert select(entries, end_ms=6) == entries[:6]
     assert select(entries) == entries
 
