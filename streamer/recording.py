@@ -560,18 +560,22 @@ def load(path: str | os.PathLike[str], run: str | None = None) -> tuple[dict[str
                                                                         list[list[Any]]]:
     """The header of the first segment and every entry of one run, in order.
 
-    When the run's first segment is gone (``keep`` rotated it out), the first segment
-    present contributes its preamble (the bootstrap REST responses) first.
+    When the run's first segment is gone (``keep`` rotated it out), the entries start
+    with the first segment's preamble (the latest market list) and resume at the first
+    session opened after it.
     """
     segments = [read_segment(p) for p in segment_paths(path, run)]
     first = segments[0]
     entries: list[list[Any]] = []
-    if first.header.get("segment", 0) != 0:
-        entries.extend(first.preamble)
     for seg in segments:
         entries.extend(seg.entries)
         if seg.truncated:
             logger.warning("%s: ends in a torn write (a crash?); read up to it", seg.path)
+    if first.header.get("segment", 0) != 0:
+        # The run's start is gone: begin with the market list, then the first whole session.
+        start = next((i for i, e in enumerate(entries) if e[0] in (OPEN, CONNECT_ERROR)),
+                     len(entries))
+        entries = [*first.preamble, *entries[start:]]
     return first.header, entries
 
 
