@@ -74,10 +74,18 @@ async def test_timer_driven_audits_and_probes_replay_too(tmp_path: Path) -> None
 
 async def test_a_recording_whose_start_was_rotated_away_still_replays(tmp_path: Path) -> None:
     out = tmp_path / "rec"
-    record = {"dir": str(out), "max_bytes": 2048, "keep": 3, "flush_interval_s": 0.05}
+    record = {"dir": str(out), "max_bytes": 1024, "keep": 20, "flush_interval_s": 0.05}
+
+    def done(records: list[Record]) -> bool:  # 10 sessions, the last one with books
+        if not _sessions(10)(records):
+            return False
+        last = max(i for i, r in enumerate(records) if isinstance(r, Status)
+                   and r.state in ("subscribed", "resubscribed"))
+        return sum(isinstance(r, Book | BookDelta) for r in records[last:]) >= 5
+
     with anyio.fail_after(60):
         live = await record_simulator(out, scenario(seed=9, kick_every_s=0.7), None,
-                                      until=_sessions(5), record=record)
+                                      until=done, record=record)
         replayed, stats = await replay_records(out)
     header, _ = load(out)
     assert header["segment"] > 0  # the run's first segments are gone

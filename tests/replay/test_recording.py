@@ -71,6 +71,9 @@ async def test_recorder_rotates_by_size_keeps_n_and_repeats_the_bootstrap(
         rec.add((OPEN, 2, 1, "ws://x"))
         rec.add((REST, 3, "GET", "/markets/active?page=1", 200, {}, "bootstrap"))
         for i in range(6):
+            if i == 5:  # a new session, in a kept segment
+                rec.add((CLOSE, 4, 1, "ConnectionLost"))
+                rec.add((OPEN, 5, 2, "ws://x"))
             for j in range(50):
                 rec.ws(1, f"frame {i} {j} " + hashlib.sha256(b"%d %d" % (i, j)).hexdigest())
             await rec.flush()
@@ -79,8 +82,8 @@ async def test_recorder_rotates_by_size_keeps_n_and_repeats_the_bootstrap(
     assert all(f.name.startswith("r2.") and f.name.endswith(recording.SUFFIX) for f in files)
     _, entries = load(tmp_path / "rec")
     assert entries[0][0] == REST and entries[0][6] == "bootstrap"  # the latest market list
-    assert [e[0] for e in entries[1:]] == [WS] * (len(entries) - 1)
-    assert entries[-1][3].startswith("frame 5 49")
+    assert entries[1][0] == OPEN and entries[1][2] == 2  # then the first whole session
+    assert [e[3][:8] for e in entries[2:]] == ["frame 5 "] * 50
 
 
 async def test_recorder_full_buffer_drops_counts_and_marks_the_gap(tmp_path: Path) -> None:
