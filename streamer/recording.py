@@ -16,9 +16,10 @@ still shows up in a recorded text is replaced by ``<redacted>`` before it is wri
 
 Storage: ``DIR/<run>.<segment>.rec.zst``, where ``<run>`` names the daemon run (UTC
 start time plus a random suffix). Each segment starts with a JSON header line (format
-version, run, segment number, the run's non-secret settings) followed by a copy of the
-bootstrap REST responses (the *preamble*, so a segment is replayable after older ones
-were deleted), then one line per entry. A received frame is written as is, after its
+version, run, segment number, the run's non-secret settings) followed by the latest
+market-list answers (the *preamble*: ``GET /markets/active`` pages and ``GET
+/markets/{slug}``), so a segment replays after older ones were deleted: from the
+preamble, then from the first session that opens in it. Then one line per entry. A received frame is written as is, after its
 time and session, tab-separated (``w<TAB>t_ms<TAB>session<TAB>text``), so ``zstdcat``
 shows the venue's text and nothing has to be escaped; a frame holding a newline, and
 every other entry, is a JSON array::
