@@ -43,7 +43,7 @@ from streamer.lease import Lease, make_backend, parse_lease_url
 from streamer.metrics import Metrics
 from streamer.private import PrivateChannels
 from streamer.protocol.messages import Market
-from streamer.supervisor import run_feed
+from streamer.supervisor import Connect, run_feed
 from streamer.transport.rest import RestClient, RetryPolicy
 from streamer.universe import Universe, expand, in_shard, is_live, is_resolved
 
@@ -186,6 +186,11 @@ async def _watch_closed_sinks(fanout: Fanout, shutdown: anyio.CancelScope) -> No
     shutdown.cancel()
 
 
+async def _watch_stop(stop: anyio.Event, shutdown: anyio.CancelScope) -> None:
+    await stop.wait()
+    shutdown.cancel()
+
+
 async def run(
     settings: Settings,
     credentials: Credentials | None,
@@ -195,6 +200,9 @@ async def run(
     handle_signals: bool = True,
     specs: list[SinkSpec] | None = None,
     metrics: Metrics | None = None,
+    connect: Connect | None = None,
+    stop: anyio.Event | None = None,
+    run_id: str | None = None,
 ) -> None:
     """Run the daemon until a signal, a closed output, or a fatal error.
 
@@ -206,6 +214,10 @@ async def run(
         handle_signals: install SIGTERM/SIGINT/SIGHUP handling (off in tests).
         specs: sinks to use instead of ``settings.sinks`` (tests, embedding).
         metrics: the metrics to fill (tests pass one with a private registry).
+        connect: WebSocket connector override (record taps it, replay serves from a file).
+        stop: when set, shut down as on SIGTERM (a replay that reached its end).
+        run_id: this run's id (a replay derives one from the recording); default: a new
+            UUIDv7.
     """
     specs = settings.sink_specs() if specs is None else specs
     metrics = Metrics(per_market=settings.per_market_metrics) if metrics is None else metrics
@@ -245,9 +257,12 @@ async def run(
                     if handle_signals:
                         producers.start_soon(_watch_signals, fanout, producers.cancel_scope)
                     producers.start_soon(_watch_closed_sinks, fanout, producers.cancel_scope)
+                    if stop is not None:
+                        producers.start_soon(_watch_stop, stop, producers.cancel_scope)
                     private = (PrivateChannels(settings.private)
                                if settings.private.channels else None)
-                    feed = Feed(settings, rest, fanout, Universe(), private=private)
+                    feed = Feed(settings, rest, fanout, Universe(), private=private,
+                                run=run_id)
                     feeds.append(feed)
                     discovery = Discovery(settings, rest, feed)
                     feed.on_market_event = discovery.on_market_event
@@ -255,8 +270,8 @@ async def run(
                     if on_feed is not None:
                         on_feed(feed)
                     await producers.start(discovery.run)
-                    await producers.start(run_feed, feed, settings.ws_url, settings.feed,
-                                          credentials)
+                    await producers.start(partial(run_feed, connect=connect), feed,
+                                          settings.ws_url, settings.feed, credentials)
                     if settings.snapshot_interval_s > 0:
                         producers.start_soon(feed.run_snapshots, settings.snapshot_interval_s)
                     if lease_spec is not None and gate is not None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import gc
 import random
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -30,11 +31,12 @@ import msgspec
 
 from sinks.fanout import Fanout, SinkSpec
 from sinks.file import FileSink
-from streamer.config import load_settings
+from streamer.config import RecordSettings, load_settings
 from streamer.errors import ConnectionLost
 from streamer.feed import Feed, now_ms
 from streamer.protocol.messages import EVENT_DECODERS, MARKET_DECODER, Market, timestamp_ms
 from streamer.protocol.session import EventReceived, SocketIOProtocol
+from streamer.recording import Recorder, RecordingWebSocket
 from streamer.simulator import SimulatorConfig
 from streamer.simulator.exchange import BookUpdate, Exchange
 from streamer.simulator.rest import Quirks, market_payload, orderbook_payload
@@ -42,6 +44,7 @@ from streamer.simulator.ws import orderbook_frame
 from streamer.supervisor import unwrap
 from streamer.transport.memory import MemoryTransport
 from streamer.transport.rest import RestClient
+from streamer.transport.websocket import Transport
 from streamer.universe import Universe
 
 _OPEN = '0{"sid":"bench","upgrades":[],"pingInterval":25000,"pingTimeout":20000,' \
@@ -128,15 +131,20 @@ def _rest_handler(work: Workload) -> Callable[[httpx.Request], httpx.Response]:
     return handle
 
 
-async def run_pipeline(work: Workload, out: Path) -> Result:
-    """The daemon's read loop into a FileSink, drained."""
+async def run_pipeline(work: Workload, out: Path, record: Path | None = None) -> Result:
+    """The daemon's read loop into a FileSink, drained; with ``record``, also recording
+    every frame there (``run --record``), the recorder's last batch written."""
     slugs = [m.slug for m in work.markets]
     settings = load_settings(None, {"api_url": "http://bench.invalid",
                                     "ws_url": "ws://bench.invalid", "markets": slugs,
                                     "feed": {"lifecycle": False}})
     sink = FileSink(str(out))
     fanout = Fanout([SinkSpec(sink=sink, batch_max=2048)], drain_timeout_s=60)
-    transport = MemoryTransport([_OPEN, _JOINED, *work.frames])
+    transport: Transport = MemoryTransport([_OPEN, _JOINED, *work.frames])
+    recorder = None
+    if record is not None:
+        recorder = Recorder(RecordSettings(dir=str(record)))
+        transport = RecordingWebSocket(transport, recorder, 1)
     async with httpx.AsyncClient(transport=httpx.MockTransport(_rest_handler(work))) as http:
         rest = RestClient(http, base_url="http://bench.invalid")
         feed = Feed(settings, rest, fanout, Universe())
@@ -144,15 +152,20 @@ async def run_pipeline(work: Workload, out: Path) -> Result:
         cpu0, wall0 = time.process_time(), time.perf_counter()
         async with anyio.create_task_group() as tg:
             await tg.start(fanout.run)
+            if recorder is not None:
+                await tg.start(recorder.run)
             try:
                 await feed.run_session(transport)
             except Exception as exc:
                 if not isinstance(unwrap(exc), ConnectionLost):
                     raise
             fanout.close()
+            if recorder is not None:
+                tg.cancel_scope.cancel()  # the recorder writes its last batch on the way out
         wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     written = fanout.stats[sink.name].written
-    return Result("pipeline decode+diff+NDJSON file", len(work.frames), written, wall, cpu)
+    name = "pipeline + --record" if record is not None else "pipeline decode+diff+NDJSON file"
+    return Result(name, len(work.frames), written, wall, cpu)
 
 
 WORKLOADS = {
@@ -164,17 +177,24 @@ whole book by 1-3 ticks, so every level changes. Real CLOB updates mostly touch 
 two levels ("typical"); "whole-book shifts" is the simulator's stress default."""
 
 
-async def measure(work: Workload, repeat: int, tmp: Path) -> dict[str, Result]:
+async def measure(work: Workload, repeat: int, tmp: Path,
+                  record: bool = False) -> dict[str, Result]:
     """Best (lowest CPU) of ``repeat`` alternating runs of each loop."""
     best: dict[str, Result] = {}
+    runners = ("bare", "pipeline", "record") if record else ("bare", "pipeline")
     for i in range(repeat):
-        for runner in ("bare", "pipeline"):
+        for runner in runners:
             gc.collect()
             out = tmp / f"run{i}.ndjson"
-            result = await (run_bare(work) if runner == "bare" else run_pipeline(work, out))
+            rec_dir = tmp / f"rec{i}"
+            if runner == "bare":
+                result = await run_bare(work)
+            else:
+                result = await run_pipeline(work, out, rec_dir if runner == "record" else None)
             if runner not in best or result.cpu_s < best[runner].cpu_s:
                 best[runner] = result
             out.unlink(missing_ok=True)
+            shutil.rmtree(rec_dir, ignore_errors=True)
     return best
 
 
@@ -183,18 +203,26 @@ async def main_async(args: argparse.Namespace) -> None:
           f"{args.levels} levels per side, best of {args.repeat} runs per loop")
     print(f"{'workload':18} {'loop':34} {'records':>8} {'frames/s':>9} {'CPU us/frame':>13}")
     ratios = {}
+    recording: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, shift_p in WORKLOADS.items():
             work = make_workload(args.frames, args.markets, args.levels, args.seed, shift_p)
-            best = await measure(work, args.repeat, Path(tmp))
+            best = await measure(work, args.repeat, Path(tmp), args.record)
             for r in best.values():
                 print(f"{name:18} {r.name:34} {r.records:8d} {r.frames_per_s:9.0f} "
                       f"{r.cpu_us_per_frame:13.1f}")
             ratios[name] = best["pipeline"].cpu_us_per_frame / best["bare"].cpu_us_per_frame
+            if "record" in best:
+                extra = best["record"].cpu_us_per_frame / best["pipeline"].cpu_us_per_frame - 1
+                recording[name] = extra
     for name, ratio in ratios.items():
         verdict = "within" if ratio <= 2.0 else "OVER"
         print(f"ratio pipeline/bare CPU per frame, {name}: {ratio:.2f}x "
               f"({verdict} the 2.0x target)")
+    for name, extra in recording.items():
+        verdict = "within" if extra < 0.10 else "OVER"
+        print(f"--record extra CPU per frame over the pipeline, {name}: {extra:+.1%} "
+              f"({verdict} the 10% target)")
 
 
 DESCRIPTION = """\
@@ -222,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="price levels per side (default %(default)s)")
     parser.add_argument("--seed", type=int, default=1,
                         help="random seed of the model (default %(default)s)")
+    parser.add_argument("--record", action="store_true",
+                        help="also run the pipeline with run --record's tap and writer, and "
+                             "print the recording's cost (default off)")
     parser.add_argument("--repeat", type=int, default=3, metavar="N",
                         help="runs per loop; the best is reported (default %(default)s)")
     return parser

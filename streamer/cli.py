@@ -111,6 +111,14 @@ def _add_run_flags(p: argparse.ArgumentParser, *, demo: bool = False) -> None:
     p.add_argument("--sink", dest="sinks", action="append", metavar="URL",
                    help="output (repeatable): stdout:, file:PATH[?max_bytes=&rotate=&keep=], "
                         f"nats://..., redis://... (default {' '.join(d.sinks)})")
+    p.add_argument("--record", dest="record.dir", metavar="DIR",
+                   help="record every frame and REST response received to DIR, see replay "
+                        "(default: no recording)")
+    _add_output_flags(p, demo=demo)
+
+
+def _add_output_flags(p: argparse.ArgumentParser, *, demo: bool = False) -> None:
+    d = _defaults()
     p.add_argument("--log-level", dest="log_level",
                    choices=["debug", "info", "warning", "error"],
                    help=f"log threshold (default {d.log_level})")
@@ -218,13 +226,35 @@ def build_parser(*, width: int | None = None) -> argparse.ArgumentParser:
                             "(default: check once)")
     allow.add_argument("--json", action="store_true",
                        help="JSON instead of a table (default off)")
+    rep = sub.add_parser("replay", help="replay a recording through the daemon's pipeline")
+    rep.add_argument("recording", metavar="DIR", help="a --record directory or segment file")
+    rep.add_argument("--run", metavar="NAME", help="which run of DIR (default: the newest)")
+    pace = rep.add_mutually_exclusive_group()
+    pace.add_argument("--speed", type=float, default=1.0, metavar="X",
+                      help="times faster than recorded (default 1)")
+    pace.add_argument("--max-speed", action="store_true",
+                      help="as fast as possible (default off: recorded pace)")
+    rep.add_argument("--from", dest="start", metavar="TIME",
+                     help="start at the first session opened at or after TIME "
+                          "(epoch ms, ISO 8601 UTC, or +SECONDS from the start; "
+                          "default: the beginning)")
+    rep.add_argument("--to", dest="end", metavar="TIME",
+                     help="stop after TIME (default: the end of the recording)")
+    rep.add_argument("--sink", dest="sinks", action="append", metavar="URL",
+                     help="output (repeatable; default stdout:)")
+    _add_output_flags(rep)
     tail = sub.add_parser("tail", help="read events back from a sink, rebuild books, flag gaps",
                           description="Read events back from a sink, rebuild every book, "
                                       "report seq gaps on stderr; exit 1 if a gap was seen, "
                                       "2 for a bad URL or an unreadable file.")
     tail.add_argument("url", metavar="URL",
                       help="-, PATH, file:PATH, nats://HOST:PORT/PREFIX?stream=, redis://..., "
-                           "kafka://HOST:PORT/TOPIC")
+                           "kafka://HOST:PORT/TOPIC, or a recording (DIR or segment file)")
+    tail.add_argument("--decode", action="store_true",
+                      help="recording: show frames decoded (Socket.IO events), not raw "
+                           "(default off)")
+    tail.add_argument("--run", metavar="NAME",
+                      help="recording: which run (default: the newest)")
     tail.add_argument("--follow", "-f", action="store_true",
                       help="keep reading new events (default off)")
     tail.add_argument("--quiet", "-q", action="store_true",
@@ -242,7 +272,7 @@ def build_parser(*, width: int | None = None) -> argparse.ArgumentParser:
 _RUN_KEYS = ("api_url", "ws_url", "markets", "all_markets", "discovery_interval_s", "sinks",
              "log_level", "shard", "log_format", "metrics_addr", "per_market_metrics",
              "private.channels", "allowances.profiles", "snapshot_interval_s", "depth",
-             "lease")
+             "lease", "record.dir")
 
 
 def _overrides(ns: argparse.Namespace) -> dict[str, Any]:
@@ -278,6 +308,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             return _cmd_tail(ns)
         if ns.command == "allowances":
             return _cmd_allowances(ns, env)
+        if ns.command == "replay":
+            return _cmd_replay(ns)
         return _cmd_demo(ns)
     except ConfigError as exc:
         sys.stderr.write(f"limitless-streamer: error: {exc}\n")
@@ -285,7 +317,6 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
 
 
 def _cmd_run(ns: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from streamer import app
     from streamer.config import load_credentials, load_settings
     from streamer.logutil import setup_logging
 
@@ -296,7 +327,9 @@ def _cmd_run(ns: argparse.Namespace, env: Mapping[str, str]) -> int:
     logger.info("limitless-streamer %s starting: api %s, ws %s, sinks %s", __version__,
                 settings.api_url, settings.ws_url, ", ".join(settings.sinks),
                 extra={"url": settings.api_url, "sink": ", ".join(settings.sinks)})
-    return _run_guarded(lambda: app.run(settings, credentials))
+    from streamer.recording import run_daemon
+
+    return _run_guarded(lambda: run_daemon(settings, credentials))
 
 
 def _cmd_simulate(ns: argparse.Namespace, env: Mapping[str, str]) -> int:
@@ -332,9 +365,9 @@ def _cmd_simulate(ns: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 def _cmd_demo(ns: argparse.Namespace) -> int:
-    from streamer import app
     from streamer.config import load_settings
     from streamer.logutil import setup_logging
+    from streamer.recording import run_daemon
     from streamer.simulator import Simulator
 
     credentials, auth = _demo_credentials() if ns.private else (None, None)
@@ -359,7 +392,7 @@ def _cmd_demo(ns: argparse.Namespace) -> int:
                                             "api_url": address.api_url,
                                             "ws_url": address.ws_url,
                                             "discovery_interval_s": 10.0})
-            await app.run(settings, credentials)
+            await run_daemon(settings, credentials)
             tg.cancel_scope.cancel()
 
     return _run_guarded(demo)
@@ -423,9 +456,34 @@ def _cmd_allowances(ns: argparse.Namespace, env: Mapping[str, str]) -> int:
     return code if code != EXIT_OK else status
 
 
+def _cmd_replay(ns: argparse.Namespace) -> int:
+    from streamer.logutil import setup_logging
+    from streamer.replay import replay
+
+    if not ns.max_speed and not ns.speed > 0:
+        raise ConfigError(f"--speed: must be > 0, got {ns.speed}")
+    overrides = {k: getattr(ns, k) for k in ("sinks", "log_level", "log_format", "metrics_addr",
+                                             "per_market_metrics")
+                 if getattr(ns, k, None) is not None}
+    overrides.setdefault("sinks", ["stdout:"])
+    setup_logging(ns.log_level or "info", ns.log_format or "auto")
+
+    async def go() -> None:
+        try:
+            await replay(ns.recording, overrides=overrides, run=ns.run,
+                         speed=None if ns.max_speed else ns.speed, start=ns.start, end=ns.end,
+                         handle_signals=True)
+        except (FileNotFoundError, ValueError) as exc:
+            raise ConfigError(f"replay: {exc}") from None
+
+    return _run_guarded(go)
+
+
 def _cmd_tail(ns: argparse.Namespace) -> int:
     from streamer.tail import run_tail
 
+    if _is_recording(ns.url):
+        return _tail_recording(ns)
     status = EXIT_OK
 
     async def go() -> None:
@@ -436,6 +494,29 @@ def _cmd_tail(ns: argparse.Namespace) -> int:
 
     code = _run_guarded(go)
     return code if code != EXIT_OK else status
+
+
+def _is_recording(url: str) -> bool:
+    from streamer.recording import SUFFIX
+
+    return url.endswith(SUFFIX) or os.path.isdir(url)
+
+
+def _tail_recording(ns: argparse.Namespace) -> int:
+    from streamer import recording
+
+    try:
+        entries = recording.load(ns.url, ns.run)[1]
+    except (FileNotFoundError, ValueError) as exc:
+        raise ConfigError(f"tail: {exc}") from None
+    protocols: dict[int, Any] = {}
+    limit = len(entries) if ns.limit is None else ns.limit
+    try:
+        for entry in entries[:limit]:
+            recording.format_entry(entry, sys.stdout, decode=ns.decode, protocols=protocols)
+    except BrokenPipeError:
+        pass
+    return EXIT_OK
 
 
 async def _wait_for_stop_signal() -> None:

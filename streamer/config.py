@@ -92,6 +92,34 @@ class HealthSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     audit_sample: int = 1
 
 
+class RecordSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``[record]``: where and how the raw feed is recorded (off when ``dir`` is unset)."""
+
+    dir: str | None = None
+    max_bytes: int = 64 * 1024 * 1024
+    """Rotate a segment once it holds this many compressed bytes."""
+    max_age_s: float = 3600.0
+    """Rotate a segment once it is this old."""
+    keep: int = 48
+    """Segments kept in ``dir`` (all runs); older ones are deleted."""
+    flush_interval_s: float = 0.5
+    queue_max: int = 200_000
+    """Entries waiting for the writer; beyond this, new entries are dropped and counted."""
+
+
+def _check_record(s: RecordSettings) -> None:
+    if s.max_bytes < 1024:
+        raise ConfigError(f"record.max_bytes: must be >= 1024, got {s.max_bytes}")
+    if not s.max_age_s > 0:
+        raise ConfigError(f"record.max_age_s: must be > 0, got {s.max_age_s}")
+    if s.keep < 1:
+        raise ConfigError(f"record.keep: must be >= 1, got {s.keep}")
+    if not s.flush_interval_s > 0:
+        raise ConfigError(f"record.flush_interval_s: must be > 0, got {s.flush_interval_s}")
+    if s.queue_max < 1:
+        raise ConfigError(f"record.queue_max: must be >= 1, got {s.queue_max}")
+
+
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The whole configuration of one daemon."""
 
@@ -126,6 +154,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     health: HealthSettings = HealthSettings()
     private: PrivateSettings = PrivateSettings()
     allowances: AllowanceSettings = AllowanceSettings()
+    record: RecordSettings = RecordSettings()
 
     @property
     def shard_spec(self) -> tuple[int, int] | None:
@@ -217,6 +246,7 @@ def _read_toml(path: str) -> dict[str, Any]:
 
 
 def _validate(s: Settings) -> None:
+    _check_record(s.record)
     _check_url("api_url", s.api_url, ("http", "https"))
     _check_url("ws_url", s.ws_url, ("ws", "wss"))
     for slug in s.markets:

@@ -43,6 +43,7 @@ from sinks.records import (
     new_run_id,
     record_type,
 )
+from streamer.clock import now_ms as now_ms  # re-exported: app, bench
 from streamer.config import Settings
 from streamer.depth import top_levels
 from streamer.errors import (
@@ -103,11 +104,6 @@ def _deadline_clock() -> Callable[[], float]:
     if abs(anyio.current_time() - time.monotonic()) < 0.5:
         return time.monotonic
     return anyio.current_time
-
-
-def now_ms() -> int:
-    """Local wall-clock time in epoch milliseconds."""
-    return time.time_ns() // 1_000_000
 
 
 def mono_ms() -> int:
