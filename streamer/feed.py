@@ -503,10 +503,17 @@ class Feed:
 
 
 def same_book(book: OrderBook, payload: OrderbookPayload) -> bool:
-    """Whether a REST book equals the held one, level for level (as Decimals)."""
-    bids, asks = book.levels()
-    return (dict(bids) == {lv.price: lv.size for lv in payload.bids if lv.size}
-            and dict(asks) == {lv.price: lv.size for lv in payload.asks if lv.size})
+    """Whether a REST book equals the held one, level for level (exact numeric keys).
+
+    The REST book is read exactly as :meth:`OrderBook.replace` would apply it (duplicate
+    prices last-wins, size-0 levels absent); one with an invalid level is not the same.
+    """
+    rest = OrderBook()
+    try:
+        rest.replace(payload.bids, payload.asks)
+    except InvalidLevel:
+        return False
+    return rest == book
 
 
 class _Address(msgspec.Struct):

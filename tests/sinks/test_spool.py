@@ -4,7 +4,6 @@ import itertools
 import os
 import re
 from collections.abc import Sequence
-from decimal import Decimal
 from pathlib import Path
 
 import anyio
@@ -382,8 +381,8 @@ async def test_fanout_flushes_idle_spooled_sink(
 
 def book_delta(recv_ts: int, seq: int = 7, size: str = "5") -> BookDelta:
     return BookDelta(v=SCHEMA_VERSION, market="m", token="1", seq=seq, ts=1000,
-                     recv_ts=recv_ts, best_bid=Decimal("0.5"), best_ask=None,
-                     bids=[(Decimal("0.5"), Decimal(size))], asks=[])
+                     recv_ts=recv_ts, best_bid="0.5", best_ask=None,
+                     bids=[("0.5", str(size))], asks=[])
 
 
 def test_book_message_id_is_venue_content_only() -> None:
