@@ -404,14 +404,62 @@ def _merge_middle(side: _Side, last_in: Sequence[PriceLevel], levels: Sequence[P
     limit = min(n, m) - p
     while q < limit and levels[n - 1 - q] == last_in[m - 1 - q]:
         q += 1
-    plan = _merge(side, p, m - q, levels[p : n - q], name)
+    plan = None
+    if n == m:
+        plan = _resized(side, last_in, levels, p, n - q, name)
+    if plan is None:
+        plan = _merge(side, p, m - q, levels[p : n - q], name, last_in)
     if plan is not None:
         plan.last_in = levels
     return plan
 
 
-def _merge(side: _Side, lo: int, hi: int, new: Sequence[PriceLevel], name: Side) -> _Plan | None:
+def _resized(side: _Side, last_in: Sequence[PriceLevel], levels: Sequence[PriceLevel],
+             lo: int, hi: int, name: Side) -> _Plan | None:
+    """The commonest update: the same prices in the same places, some sizes changed.
+
+    Only the differing positions are looked at; the price key list is shared with the
+    held one. Returns None when a differing position holds another price (or size 0).
+    """
+    old_levels, old_keys = side.levels, side.keys
+    new_levels = old_levels[:]
+    new_sizes = side.sizes[:]
+    changes: list[Level] = []
+    prices, sizes = _PRICES, _SIZES
+    for j in range(lo, hi):
+        level = levels[j]
+        if level == last_in[j]:
+            continue
+        pv, sv = level.price, level.size
+        pe = prices.get(pv)
+        if pe is None or type(pv) is bool:
+            return None  # not seen yet: let the merge validate it
+        if pe[0] != old_keys[j]:
+            return None
+        se = sizes.get(sv)
+        if se is None or type(sv) is bool:
+            parsed = size_entry(sv)
+            if isinstance(parsed, str):
+                raise InvalidLevel(name, pv, sv, parsed)
+            se = parsed
+        skey = se[0]
+        if not skey:
+            return None
+        if skey != new_sizes[j]:
+            held = (old_levels[j][0], se[1])
+            new_levels[j] = held
+            new_sizes[j] = skey
+            changes.append(held)
+    return _Plan(new_levels, old_keys, new_sizes, changes, levels)
+
+
+def _merge(side: _Side, lo: int, hi: int, new: Sequence[PriceLevel], name: Side,
+           old_in: Sequence[PriceLevel] | None = None) -> _Plan | None:
     """Merge-walk best-first input against the held levels ``lo:hi``.
+
+    ``old_in`` is the last input, one to one with the held levels: a new level equal
+    to the held level's input (a level that only moved, say after an insert above it)
+    is kept with one Struct comparison, without looking anything up.
 
     Returns the whole side's new lists (held ``:lo`` and ``hi:`` kept), or None (use
     the dict path) when the input is not strictly best first (also against the held
@@ -430,6 +478,16 @@ def _merge(side: _Side, lo: int, hi: int, new: Sequence[PriceLevel], name: Side)
     prev = old_keys[lo - 1] if lo else None
     i = lo
     for level in new:
+        if old_in is not None and i < hi and level == old_in[i]:
+            key = old_keys[i]
+            if prev is not None and (key >= prev if descending else key <= prev):
+                return None
+            prev = key
+            out.append(old_levels[i])
+            out_keys.append(key)
+            out_sizes.append(old_sizes[i])
+            i += 1
+            continue
         pv = level.price
         sv = level.size
         pe = prices.get(pv)

@@ -318,12 +318,15 @@ async def run_daemon(work: Workload, server: Server, out: Path,
         # The feed offers no event per frame; polling costs ~200 wake-ups a second.
         while not feeds or feeds[0].stats.book_events == 0:  # noqa: ASYNC110
             await anyio.sleep(0.0005)
-        cpu0, wall0 = cpu_s(), time.perf_counter()
+        cpu0, wall0, main0 = cpu_s(), time.perf_counter(), time.thread_time()
         feed = feeds[0]
         while feed.stats.book_events < n:  # noqa: ASYNC110
             await anyio.sleep(0.005)
         await _wait_written(feed)
         wall, cpu = time.perf_counter() - wall0, cpu_s() - cpu0
+        if os.environ.get("BENCH_THREADS"):
+            print(f"event-loop thread {(time.thread_time() - main0) / n * 1e6:.1f} us/frame, "
+                  f"all threads {cpu / n * 1e6:.1f}")
         result.append(Result("daemon: run path into a file sink", n - 1, 0, wall, cpu))
         scope.cancel()
 
