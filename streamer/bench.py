@@ -231,9 +231,10 @@ class Server:
         return f"127.0.0.1:{self.port}"
 
     def close(self) -> None:
-        assert self.process.stdin is not None
+        assert self.process.stdin is not None and self.process.stdout is not None
         self.process.stdin.close()
         self.process.wait(timeout=10)
+        self.process.stdout.close()
 
 
 # ----------------------------------------------------------------------------- clients
@@ -424,8 +425,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, float]:
     return ratios
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Parse flags and run the benchmark (or, with ``--serve``, the server child)."""
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The benchmark's flags."""
     parser = argparse.ArgumentParser(prog="python -m streamer.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=40_000)
@@ -439,10 +440,16 @@ def main(argv: list[str] | None = None) -> None:
                         help="daemon setting for the daemon runs, e.g. feed.lifecycle=false")
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    args.workload = args.workload or list(WORKLOADS)
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse flags and run the benchmark (or, with ``--serve``, the server child)."""
+    args = parse_args(argv)
     if args.serve:
         anyio.run(serve, args.serve)
         return
-    args.workload = args.workload or list(WORKLOADS)
     anyio.run(main_async, args)
 
 
