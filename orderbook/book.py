@@ -33,6 +33,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from decimal import Context, Decimal
+from itertools import compress, count
+from operator import ne
 from typing import Final, Literal, TypeAlias
 
 import msgspec
@@ -389,53 +391,49 @@ def _merge_middle(side: _Side, last_in: Sequence[PriceLevel], levels: Sequence[P
                   name: Side) -> _Plan | None:
     """Merge only what lies between the common prefix and suffix with the last input.
 
-    The held lists match the last input one to one, so levels equal to the last
-    input's at the same position at either end are unchanged held levels: one Struct
-    comparison each, in C. Typical updates change a level or two, so the Python-level
-    merge sees only a short middle.
+    The held lists match the last input one to one, so levels equal to the last input's
+    at the same position are unchanged held levels. The positions that differ are found
+    by Struct comparisons in C (``map``/``compress``, no Python loop per level). With as
+    many levels as before, only those positions are looked at (the commonest update:
+    sizes changed in place); otherwise only the stretch between the common prefix and
+    suffix is merge-walked.
     """
     n, m = len(levels), len(last_in)
-    p = 0
-    for a, b in zip(levels, last_in):  # noqa: B905 - lengths differ on purpose
-        if a != b:
-            break
-        p += 1
-    q = 0
-    limit = min(n, m) - p
-    while q < limit and levels[n - 1 - q] == last_in[m - 1 - q]:
-        q += 1
-    plan = None
     if n == m:
-        plan = _resized(side, last_in, levels, p, n - q, name)
-    if plan is None:
-        plan = _merge(side, p, m - q, levels[p : n - q], name, last_in)
+        changed = list(compress(range(n), map(ne, levels, last_in)))
+        plan = _resized(side, last_in, levels, changed, name)
+        if plan is not None:
+            return plan
+        p, q = changed[0], n - 1 - changed[-1]
+    else:
+        shorter = min(n, m)
+        p = next(compress(count(), map(ne, levels, last_in)), shorter)
+        q = next(compress(count(), map(ne, reversed(levels), reversed(last_in))), shorter)
+        q = min(q, shorter - p)
+    plan = _merge(side, p, m - q, levels[p : n - q], name, last_in)
     if plan is not None:
         plan.last_in = levels
     return plan
 
 
 def _resized(side: _Side, last_in: Sequence[PriceLevel], levels: Sequence[PriceLevel],
-             lo: int, hi: int, name: Side) -> _Plan | None:
+             changed: list[int], name: Side) -> _Plan | None:
     """The commonest update: the same prices in the same places, some sizes changed.
 
-    Only the differing positions are looked at; the price key list is shared with the
-    held one. Returns None when a differing position holds another price (or size 0).
+    Only the ``changed`` positions are looked at; the price key list is shared with the
+    held one. Returns None when a changed position holds another price (or size 0).
     """
     old_levels, old_keys = side.levels, side.keys
     new_levels = old_levels[:]
     new_sizes = side.sizes[:]
     changes: list[Level] = []
     prices, sizes = _PRICES, _SIZES
-    for j in range(lo, hi):
+    for j in changed:
         level = levels[j]
-        if level == last_in[j]:
-            continue
         pv, sv = level.price, level.size
         pe = prices.get(pv)
-        if pe is None or type(pv) is bool:
-            return None  # not seen yet: let the merge validate it
-        if pe[0] != old_keys[j]:
-            return None
+        if pe is None or type(pv) is bool or pe[0] != old_keys[j]:
+            return None  # another price, or not seen yet: the merge validates it
         se = sizes.get(sv)
         if se is None or type(sv) is bool:
             parsed = size_entry(sv)

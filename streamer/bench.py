@@ -48,8 +48,10 @@ import msgspec
 from prometheus_client import CollectorRegistry
 
 from orderbook.replay import Replayer
-from sinks.records import Book, BookDelta, decode_record
+from sinks.records import Book, BookDelta, Record, decode_record
 from streamer.config import load_settings
+from streamer.feed import Feed
+from streamer.metrics import Metrics
 from streamer.simulator import SimulatorConfig
 from streamer.simulator.exchange import BookUpdate, Exchange
 from streamer.simulator.rest import Quirks, market_payload, orderbook_payload
@@ -136,6 +138,7 @@ async def serve(workload_path: str) -> None:
 
     work = msgspec.msgpack.decode(Path(workload_path).read_bytes(), type=Workload)  # noqa: ASYNC240
     chunks = ws_frames(work.frames)
+    single = ws_frames(work.frames, chunk_bytes=1)
     seeded: set[str] = set()
     all_seeded = anyio.Event()
 
@@ -155,7 +158,9 @@ async def serve(workload_path: str) -> None:
         return connection.respond(404, '{"message":"not found"}')
 
     async def handler(ws: ServerConnection) -> None:
-        bare = "bare=1" in (ws.request.path if ws.request else "")
+        path = ws.request.path if ws.request else ""
+        bare = "bare=1" in path
+        rate = int(path.split("/paced")[1].split("/")[0]) if "/paced" in path else 0
         await ws.send(_OPEN)
         async for message in ws:
             text = message if isinstance(message, str) else message.decode()
@@ -171,7 +176,9 @@ async def serve(workload_path: str) -> None:
             # Pre-framed WebSocket bytes written straight to the socket: the server must
             # never be what limits the client, whose CPU is what is measured.
             transport = ws.transport
-            for chunk in chunks:
+            if rate:
+                await _paced(transport, single, rate)
+            for chunk in () if rate else chunks:
                 transport.write(chunk)
                 while transport.get_write_buffer_size() > 4 << 20:  # noqa: ASYNC110
                     await anyio.sleep(0.0005)
@@ -207,6 +214,18 @@ def ws_frames(frames: list[str], chunk_bytes: int = 1 << 18) -> list[bytes]:
     if buffer:
         chunks.append(bytes(buffer))
     return chunks
+
+
+async def _paced(transport: Any, frames: list[bytes], rate: int) -> None:
+    """Write ``rate`` frames a second, evenly (whatever is due every half millisecond)."""
+    start = time.monotonic()
+    sent = 0
+    while sent < len(frames):
+        due = min(len(frames), int((time.monotonic() - start) * rate) + 1)
+        if due > sent:
+            transport.write(b"".join(frames[sent:due]))
+            sent = due
+        await anyio.sleep(0.0005)
 
 
 async def _drain(ws: Any) -> None:
@@ -306,8 +325,6 @@ async def run_daemon(work: Workload, server: Server, out: Path,
                      overrides: list[str]) -> Result:
     """The real ``run`` path into a file sink; stops once every frame is written out."""
     from streamer import app
-    from streamer.feed import Feed
-    from streamer.metrics import Metrics
 
     settings = load_settings(None, daemon_settings(work, server, out, overrides))
     n = len(work.frames)
@@ -347,6 +364,83 @@ async def _wait_written(feed: Any) -> None:
 
 def _text(sides: tuple[list[Any], list[Any]]) -> tuple[list[tuple[str, str]], ...]:
     return tuple([(str(p), str(s)) for p, s in side] for side in sides)
+
+
+class LatencyMetrics(Metrics):
+    """Metrics that also time each book record from frame to sink write, exactly.
+
+    Start: the read loop has the frame (``Feed._on_orderbook`` is entered). End: the
+    sink's ``write`` of the batch holding the record returned (``on_written``).
+    """
+
+    def __init__(self) -> None:
+        super().__init__(registry=CollectorRegistry())
+        self.pending: dict[int, float] = {}
+        self.samples: list[float] = []
+        self.frame_start = 0.0
+        self.measuring = False
+
+    def on_written(self, sink: str, batch: Any) -> None:
+        super().on_written(sink, batch)
+        now = time.perf_counter()
+        pending, samples = self.pending, self.samples
+        for record in batch:
+            start = pending.pop(id(record), None)
+            if start is not None:
+                samples.append(now - start)
+
+    def hook(self, feed: Feed) -> None:
+        """Stamp each frame as the read loop takes it, and each record it makes."""
+        on_orderbook = feed._on_orderbook
+        fanout = feed._fanout
+        publish = fanout.publish_nowait
+
+        def timed_orderbook(payload: msgspec.Raw) -> None:
+            self.frame_start = time.perf_counter()
+            on_orderbook(payload)
+
+        def timed_publish(record: Record) -> bool:
+            if self.measuring and type(record) in (Book, BookDelta):
+                self.pending[id(record)] = self.frame_start
+            return publish(record)
+
+        feed._on_orderbook = timed_orderbook  # type: ignore[method-assign]
+        fanout.publish_nowait = timed_publish  # type: ignore[method-assign]
+
+    def percentiles_ms(self) -> tuple[float, float]:
+        """(p50, p99) of the samples, in milliseconds."""
+        ordered = sorted(self.samples)
+        n = len(ordered)
+        return ordered[n // 2] * 1e3, ordered[min(n - 1, int(0.99 * n))] * 1e3
+
+
+async def run_latency(work: Workload, server: Server, out: Path, overrides: list[str],
+                      rate: int) -> LatencyMetrics:
+    """The run path fed ``rate`` frames a second; exact receive-to-sink latencies."""
+    from streamer import app
+
+    tree = daemon_settings(work, server, out, overrides)
+    tree["ws_url"] += f"/paced{rate}"
+    settings = load_settings(None, tree)
+    metrics = LatencyMetrics()
+    feeds: list[Feed] = []
+    n = len(work.frames)
+
+    def on_feed(feed: Feed) -> None:
+        feeds.append(feed)
+        metrics.hook(feed)
+        metrics.measuring = True
+
+    async def watch(scope: anyio.CancelScope) -> None:
+        while not feeds or feeds[0].stats.book_events < n:  # noqa: ASYNC110
+            await anyio.sleep(0.05)
+        await _wait_written(feeds[0])
+        scope.cancel()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watch, tg.cancel_scope)
+        await app.run(settings, None, on_feed=on_feed, handle_signals=False, metrics=metrics)
+    return metrics
 
 
 def check_books(work: Workload, out: Path) -> tuple[int, int, float]:
@@ -403,6 +497,24 @@ async def measure(work: Workload, args: argparse.Namespace, tmp: Path) -> dict[s
     return best
 
 
+async def latency_main(args: argparse.Namespace) -> tuple[float, float]:
+    """``--latency-rate``: p50/p99 receive-to-sink latency of the typical workload."""
+    work = make_workload(args.frames, args.markets, args.levels, args.seed,
+                         WORKLOADS["typical"])
+    with tempfile.TemporaryDirectory() as tmp:
+        server = Server(work, Path(tmp))
+        try:
+            metrics = await run_latency(work, server, Path(tmp) / "out.ndjson", args.set,
+                                        args.latency_rate)
+        finally:
+            server.close()
+    p50, p99 = metrics.percentiles_ms()
+    print(f"{len(work.frames)} frames at {args.latency_rate}/s over a loopback socket into a "
+          f"file sink, {args.markets} markets, {args.levels} levels: receive-to-sink latency "
+          f"p50 {p50:.2f} ms, p99 {p99:.2f} ms ({len(metrics.samples)} records)")
+    return p50, p99
+
+
 async def main_async(args: argparse.Namespace) -> dict[str, float]:
     """Run the chosen workloads; print a table and the ratios; return the ratios."""
     print(f"{args.frames} orderbookUpdate frames per run over a loopback socket, "
@@ -438,6 +550,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="typical or stress (repeatable; default both)")
     parser.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
                         help="daemon setting for the daemon runs, e.g. feed.lifecycle=false")
+    parser.add_argument("--latency-rate", type=int, metavar="N",
+                        help="instead: push N frames a second and report receive-to-sink "
+                             "latency p50/p99 (the typical workload)")
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.workload = args.workload or list(WORKLOADS)
@@ -449,6 +564,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.serve:
         anyio.run(serve, args.serve)
+        return
+    if args.latency_rate:
+        anyio.run(latency_main, args)
         return
     anyio.run(main_async, args)
 

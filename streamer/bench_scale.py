@@ -34,16 +34,13 @@ from typing import Any
 import anyio
 import httpx
 import msgspec
-from prometheus_client import CollectorRegistry
 
 from orderbook.book import OrderBook
 from orderbook.errors import InvalidLevel
-from orderbook.types import Book, BookDelta
-from sinks.records import Record
-from streamer.bench import _set
+from streamer.bench import LatencyMetrics, _set
 from streamer.config import load_settings
 from streamer.feed import Feed
-from streamer.metrics import Metrics, feed_readiness
+from streamer.metrics import feed_readiness
 from streamer.protocol.messages import ORDERBOOK_DECODER
 
 
@@ -62,44 +59,6 @@ def serve_simulator(config_json: str) -> None:
             tg.cancel_scope.cancel()
 
     anyio.run(main)
-
-
-class LatencyMetrics(Metrics):
-    """Metrics that also time each book record from frame to sink write, exactly."""
-
-    def __init__(self) -> None:
-        super().__init__(registry=CollectorRegistry())
-        self.pending: dict[int, float] = {}
-        self.samples: list[float] = []
-        self.frame_start = 0.0
-        self.measuring = False
-
-    def on_written(self, sink: str, batch: Any) -> None:
-        super().on_written(sink, batch)
-        now = time.perf_counter()
-        pending, samples = self.pending, self.samples
-        for record in batch:
-            start = pending.pop(id(record), None)
-            if start is not None:
-                samples.append(now - start)
-
-    def hook(self, feed: Feed) -> None:
-        """Stamp each frame as the read loop takes it, and each record it makes."""
-        on_orderbook = feed._on_orderbook
-        fanout = feed._fanout
-        publish = fanout.publish_nowait
-
-        def timed_orderbook(payload: msgspec.Raw) -> None:
-            self.frame_start = time.perf_counter()
-            on_orderbook(payload)
-
-        def timed_publish(record: Record) -> bool:
-            if self.measuring and type(record) in (Book, BookDelta):
-                self.pending[id(record)] = self.frame_start
-            return publish(record)
-
-        feed._on_orderbook = timed_orderbook  # type: ignore[method-assign]
-        fanout.publish_nowait = timed_publish  # type: ignore[method-assign]
 
 
 def _percentile(samples: list[float], q: float) -> float:
