@@ -553,6 +553,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--latency-rate", type=int, metavar="N",
                         help="instead: push N frames a second and report receive-to-sink "
                              "latency p50/p99 (the typical workload)")
+    parser.add_argument("--uvloop", action="store_true",
+                        help="run both clients on uvloop (pip install uvloop) to compare")
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.workload = args.workload or list(WORKLOADS)
@@ -565,10 +567,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.serve:
         anyio.run(serve, args.serve)
         return
+    options = {"use_uvloop": True} if args.uvloop else {}
     if args.latency_rate:
-        anyio.run(latency_main, args)
+        anyio.run(latency_main, args, backend_options=options)
         return
-    anyio.run(main_async, args)
+    anyio.run(main_async, args, backend_options=options)
 
 
 if __name__ == "__main__":
