@@ -68,6 +68,9 @@ LEVELS_DECODER: Final = msgspec.json.Decoder(list[PriceLevel], float_hook=str)
 """One side's levels from raw JSON, numbers as wire text (``0.515`` -> ``"0.515"``)."""
 
 Entry: TypeAlias = tuple[Key, str]
+_WIRE_TYPES: Final = frozenset((str, int))
+"""What a decoded number can be. A cache hit for anything else (``True == 1``,
+``1.0 == 1``) is not trusted: it goes through :func:`parse_number`, which refuses it."""
 _PRICES: dict[object, Entry] = {}
 _SIZES: dict[object, Entry] = {}
 
@@ -105,7 +108,7 @@ def parse_number(value: object) -> Entry | str:
 def price_entry(value: object) -> Entry | str:
     """``(key, text)`` of a price (cached), or why it is invalid (not in (0, 1], ...)."""
     entry = _PRICES.get(value)
-    if entry is not None and type(value) is not bool:
+    if entry is not None and type(value) in _WIRE_TYPES:
         return entry
     parsed = parse_number(value)
     if isinstance(parsed, str):
@@ -121,7 +124,7 @@ def price_entry(value: object) -> Entry | str:
 def size_entry(value: object) -> Entry | str:
     """``(key, text)`` of a size (cached), or why it is invalid."""
     entry = _SIZES.get(value)
-    if entry is not None and type(value) is not bool:
+    if entry is not None and type(value) in _WIRE_TYPES:
         return entry
     parsed = parse_number(value)
     if isinstance(parsed, str):
@@ -432,10 +435,10 @@ def _resized(side: _Side, last_in: Sequence[PriceLevel], levels: Sequence[PriceL
         level = levels[j]
         pv, sv = level.price, level.size
         pe = prices.get(pv)
-        if pe is None or type(pv) is bool or pe[0] != old_keys[j]:
+        if pe is None or type(pv) not in _WIRE_TYPES or pe[0] != old_keys[j]:
             return None  # another price, or not seen yet: the merge validates it
         se = sizes.get(sv)
-        if se is None or type(sv) is bool:
+        if se is None or type(sv) not in _WIRE_TYPES:
             parsed = size_entry(sv)
             if isinstance(parsed, str):
                 raise InvalidLevel(name, pv, sv, parsed)
@@ -489,13 +492,13 @@ def _merge(side: _Side, lo: int, hi: int, new: Sequence[PriceLevel], name: Side,
         pv = level.price
         sv = level.size
         pe = prices.get(pv)
-        if pe is None or type(pv) is bool:
+        if pe is None or type(pv) not in _WIRE_TYPES:
             parsed = price_entry(pv)
             if isinstance(parsed, str):
                 raise InvalidLevel(name, pv, sv, parsed)
             pe = parsed
         se = sizes.get(sv)
-        if se is None or type(sv) is bool:
+        if se is None or type(sv) not in _WIRE_TYPES:
             parsed = size_entry(sv)
             if isinstance(parsed, str):
                 raise InvalidLevel(name, pv, sv, parsed)

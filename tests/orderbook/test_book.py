@@ -429,3 +429,16 @@ def test_orderbook_imports_only_stdlib_sortedcontainers_and_msgspec() -> None:
         # no clock either
         assert "time" not in _imported_roots(path), path.name
         assert "datetime" not in _imported_roots(path), path.name
+
+
+def test_replace_values_equal_to_cached_ints_are_still_refused() -> None:
+    book = OrderBook()
+    book.replace([PriceLevel(1, 1)], [])  # caches the int 1 as a price and a size
+    for value in (True, 1.0):
+        with pytest.raises(InvalidLevel):
+            book.replace([PriceLevel(value, 2)], [])
+        with pytest.raises(InvalidLevel):
+            book.replace([PriceLevel("0.5", value)], [])
+        with pytest.raises(InvalidLevel):
+            book.replace([PriceLevel(1, 1), PriceLevel("0.5", value)], [])
+    assert book.levels() == ([("1", "1")], [])
