@@ -188,10 +188,13 @@ class OrderBook:
 
     Hot path (:meth:`replace`): a side whose raw JSON equals the last one applied is
     skipped before decoding; a side equal to the last decoded input is recognised
-    by one list comparison in C; otherwise only the stretch between the common
-    prefix and suffix with the last input is merge-walked against the held levels.
-    Input that is not strictly sorted best first, repeats a price, or carries a
-    size-0 level takes a dict-based path with the same result.
+    by one list comparison in C; otherwise the positions that differ from the last
+    input are found in C, and with as many levels as before only those are looked at
+    (sizes changed in place, the commonest update); else only the stretch between the
+    common prefix and suffix is merge-walked against the held levels. Input that is
+    not strictly sorted best first, repeats a price, or carries a size-0 level takes a
+    dict-based path with the same result. (Struct comparison is Python equality, so a
+    JSON ``true`` where the last input had ``1`` reads as unchanged, not invalid.)
 
     Two prices with equal keys (``0.5`` and ``0.50``) are the same level; the held
     level keeps the price text it was first inserted with, and every output level
