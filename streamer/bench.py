@@ -61,7 +61,6 @@ _ENCODER: Final = msgspec.json.Encoder(decimal_format="number")
 _OPEN: Final = ('0{"sid":"bench","upgrades":[],"pingInterval":25000,"pingTimeout":20000,'
                 '"maxPayload":100000000}')
 NAMESPACE: Final = "/markets"
-QUIRKS = True
 
 WORKLOADS: Final = {"typical": 0.01, "stress": 0.15}
 """Workload name -> simulator ``shift_p``: the share of random-walk steps that move the
@@ -102,12 +101,16 @@ class Result:
 
 
 def make_workload(n_frames: int, markets: int, levels: int, seed: int,
-                  shift_p: float) -> Workload:
-    """Render ``n_frames`` ``orderbookUpdate`` frames from the simulator's model."""
+                  shift_p: float, quirks_on: bool = True) -> Workload:
+    """Render ``n_frames`` ``orderbookUpdate`` frames from the simulator's model.
+
+    With ``quirks_on`` (the default) the encodings vary the way the simulator varies
+    them (numbers as strings now and then, ``side`` spelled three ways or absent).
+    """
     config = SimulatorConfig(seed=seed, markets=markets, groups=0, amm_markets=0, levels=levels,
                              shift_p=shift_p)
     exchange = Exchange(config)
-    quirks = Quirks(QUIRKS, random.Random(seed))
+    quirks = Quirks(quirks_on, random.Random(seed))
     slugs = exchange.book_slugs()
     market_bodies = {m.slug: _ENCODER.encode(market_payload(m, exchange))
                      for m in exchange.markets() if m.slug in slugs}
@@ -519,13 +522,14 @@ async def main_async(args: argparse.Namespace) -> dict[str, float]:
     """Run the chosen workloads; print a table and the ratios; return the ratios."""
     print(f"{args.frames} orderbookUpdate frames per run over a loopback socket, "
           f"{args.markets} markets, {args.levels} levels per side, best of {args.repeat}"
+          + ("" if args.quirks else ", no encoding quirks")
           + (f", daemon settings {args.set}" if args.set else ""))
     print(f"{'workload':9} {'client':58} {'frames/s':>9} {'CPU us/frame':>13}")
     ratios: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.workload:
             work = make_workload(args.frames, args.markets, args.levels, args.seed,
-                                 WORKLOADS[name])
+                                 WORKLOADS[name], args.quirks)
             best = await measure(work, args, Path(tmp))
             for r in best.values():
                 print(f"{name:9} {r.name:58} {r.frames_per_s:9.0f} {r.cpu_us_per_frame:13.1f}")
@@ -553,6 +557,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--latency-rate", type=int, metavar="N",
                         help="instead: push N frames a second and report receive-to-sink "
                              "latency p50/p99 (the typical workload)")
+    parser.add_argument("--no-quirks", dest="quirks", action="store_false",
+                        help="one encoding throughout (numbers as numbers, one side style)")
     parser.add_argument("--uvloop", action="store_true",
                         help="run both clients on uvloop (pip install uvloop) to compare")
     parser.add_argument("--serve", help=argparse.SUPPRESS)
