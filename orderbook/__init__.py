@@ -1,6 +1,6 @@
 """Pure order-book core: exact books, full-book diffing and per-market sync.
 
-Imports only the standard library, sortedcontainers and msgspec; no I/O, no clock.
+Imports only the standard library and msgspec; no I/O, no clock.
 
 - :class:`OrderBook` holds one token's bids and asks and turns a full book into
   the minimal changed levels (:meth:`OrderBook.replace`).

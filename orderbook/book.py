@@ -1,21 +1,43 @@
-"""The held order book of one token: two sorted price -> size maps.
+"""The held order book of one token: per side, parallel best-first lists.
 
-Pure and synchronous: no I/O, no clock, only stdlib + sortedcontainers.
+Pure and synchronous: no I/O, no clock, only stdlib + msgspec.
 
 The venue sends the *whole* book on every ``orderbookUpdate`` (limitless-api.md
 §3.6), so the hot path is :meth:`OrderBook.replace`: make the held book equal to
 the received one and report the minimal set of changed levels, which is what the
 daemon publishes as a ``book_delta``. Consumers rebuild the book from those
 records with :meth:`OrderBook.apply_delta`.
+
+Numbers (no Decimal on the hot path)
+------------------------------------
+A price or size is kept as its **wire text** (``"0.515"``), which is also what
+goes out, and compared through an exact integer **key**: the number scaled by
+10**18 (``"0.515"`` -> ``515 * 10**15``). Text with more than 18 decimal places
+gets a :class:`~decimal.Decimal` key of the same scale instead (ints and Decimals
+compare exactly), so no number is ever rounded. Keys are cached per text, so a
+price seen before costs one dict lookup. The only accepted spelling is a plain
+decimal, ``DIGITS[.DIGITS]`` (a JSON number decoded with ``float_hook=str``, an
+integer, or a numeric string of that form). Anything else (an exponent as in
+``1e9999``, a sign, ``NaN``, ``Infinity``, spaces, more than
+:data:`MAX_SIGNIFICANT_DIGITS` significant digits, a price outside (0, 1]) makes
+the level invalid: :class:`~orderbook.errors.InvalidLevel`, and the book is not
+touched.
+
+Why not a SortedDict: every update is a whole, already ordered side, so building
+the new best-first lists straight from the payload and merge-walking them against
+the held lists beats keeping a sorted map up to date level by level (measured by
+``python -m streamer.bench``; see the README's Performance section).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from decimal import Decimal, InvalidOperation
-from typing import Final, Literal
+from decimal import Context, Decimal
+from itertools import compress, count
+from operator import ne
+from typing import Final, Literal, TypeAlias
 
-from sortedcontainers import SortedDict
+import msgspec
 
 from orderbook.errors import InvalidLevel
 from orderbook.types import Level, PriceLevel
@@ -23,105 +45,163 @@ from orderbook.types import Level, PriceLevel
 Side = Literal["bid", "ask"]
 """Which side of the book: ``"bid"`` (buy) or ``"ask"`` (sell)."""
 
-ZERO: Final = Decimal(0)
-"""Size of a removed level in a delta."""
+Key: TypeAlias = int | Decimal
+"""An exact numeric key: the number times 10**18 (an int unless that would round)."""
 
-# SortedDict is a dict subclass that keeps its keys in a SortedList alongside. When
-# the key is already present, the sorted key list does not change, so the plain
-# dict store is enough (sortedcontainers' own views reach for dict methods too).
-_dict_setitem: Final = dict.__setitem__
+ZERO: Final = "0"
+"""Size text of a removed level in a delta."""
+
+SCALE_PLACES: Final = 18
+"""Decimal places an int key holds exactly; text with more places gets a Decimal key."""
+
+MAX_SIGNIFICANT_DIGITS: Final = 30
+"""A price or size with more significant digits than this is invalid."""
+
+ONE: Final = 10**SCALE_PLACES
+"""The key of the price ``1``, the highest valid price."""
+
+CACHE_MAX: Final = 1 << 16
+"""Entries per number cache before it is cleared (a hostile feed cannot grow it)."""
+
+_WIDE: Final = Context(prec=2 * MAX_SIGNIFICANT_DIGITS + SCALE_PLACES)
+LEVELS_DECODER: Final = msgspec.json.Decoder(list[PriceLevel], float_hook=str)
+"""One side's levels from raw JSON, numbers as wire text (``0.515`` -> ``"0.515"``)."""
+
+Entry: TypeAlias = tuple[Key, str]
+_WIRE_TYPES: Final = frozenset((str, int))
+"""What a decoded number can be. A cache hit for anything else (``True == 1``,
+``1.0 == 1``) is not trusted: it goes through :func:`parse_number`, which refuses it."""
+_PRICES: dict[object, Entry] = {}
+_SIZES: dict[object, Entry] = {}
 
 
-REBUILD_AT: Final = 8
-"""Inserts + removals on one side beyond which the sorted side is rebuilt in one pass
-(a whole-book shift) instead of level by level; both give the same book."""
+def parse_number(value: object) -> Entry | str:
+    """Parse one wire number into ``(key, text)``, or return why it is invalid.
+
+    Args:
+        value: a ``str`` (a JSON number decoded with ``float_hook=str``, or a numeric
+            string) or an ``int``; anything else is invalid.
+
+    Returns:
+        ``(key, text)`` where ``text`` is the wire text and ``key`` the exact number
+        times 10**18, or a short reason string.
+    """
+    if type(value) is str:
+        text = value
+    elif type(value) is int:
+        text = str(value)
+    else:
+        return f"not a number: {type(value).__name__}"
+    whole, dot, frac = text.partition(".")
+    if not (whole.isdigit() and whole.isascii()) or (
+        dot and not (frac.isdigit() and frac.isascii())
+    ):
+        return "not a plain decimal number (no sign, exponent, NaN or Infinity)"
+    if len((whole + frac).lstrip("0")) > MAX_SIGNIFICANT_DIGITS:
+        return f"more than {MAX_SIGNIFICANT_DIGITS} significant digits"
+    places = len(frac)
+    if places <= SCALE_PLACES:
+        return int(whole + frac) * 10 ** (SCALE_PLACES - places), text
+    return Decimal(text).scaleb(SCALE_PLACES, _WIDE), text
+
+
+def price_entry(value: object) -> Entry | str:
+    """``(key, text)`` of a price (cached), or why it is invalid (not in (0, 1], ...)."""
+    entry = _PRICES.get(value)
+    if entry is not None and type(value) in _WIRE_TYPES:
+        return entry
+    parsed = parse_number(value)
+    if isinstance(parsed, str):
+        return parsed
+    if not 0 < parsed[0] <= ONE:
+        return "price is not in (0, 1]"
+    if len(_PRICES) >= CACHE_MAX:
+        _PRICES.clear()
+    _PRICES[value] = parsed
+    return parsed
+
+
+def size_entry(value: object) -> Entry | str:
+    """``(key, text)`` of a size (cached), or why it is invalid."""
+    entry = _SIZES.get(value)
+    if entry is not None and type(value) in _WIRE_TYPES:
+        return entry
+    parsed = parse_number(value)
+    if isinstance(parsed, str):
+        return parsed
+    if len(_SIZES) >= CACHE_MAX:
+        _SIZES.clear()
+    _SIZES[value] = parsed
+    return parsed
 
 
 class _Side:
-    """One side of a book: a SortedDict plus a cached best-first list of held levels.
+    """One side of a book, best first: level texts, price keys and size keys in step.
 
-    ``held`` (price -> size, ascending keys) is the book. ``best_first`` is the same
-    levels as ``(price, size)`` tuples, best first, holding the *same* key and size
-    objects as ``held``; it is rebuilt lazily after a consumer-side edit. ``last_in``
-    is the last input list applied by the merge, kept so that an unchanged side is
-    recognised with one list comparison in C.
+    ``last_in`` is the last decoded input the lists were built from, one to one (so an
+    unchanged stretch is found by Struct comparisons in C); ``raw`` is the last raw
+    JSON of the side (so an unchanged side is skipped before decoding). Both are
+    ``None`` after any other edit.
     """
 
-    __slots__ = ("held", "keys", "descending", "best_first", "last_in")
+    __slots__ = ("descending", "levels", "keys", "sizes", "last_in", "raw")
 
     def __init__(self, descending: bool) -> None:
-        self.held: SortedDict[Decimal, Decimal] = SortedDict()
-        self.keys = self.held.keys()
         self.descending = descending
-        self.best_first: list[Level] | None = []
+        self.levels: list[Level] = []
+        self.keys: list[Key] = []
+        self.sizes: list[Key] = []
         self.last_in: Sequence[PriceLevel] | None = None
+        self.raw: msgspec.Raw | None = None
 
-    def levels(self) -> list[Level]:
-        cached = self.best_first
-        if cached is None:
-            held = self.held
-            prices = reversed(held) if self.descending else iter(held)
-            cached = self.best_first = [(p, held[p]) for p in prices]
-        return cached
-
-    def best(self) -> Decimal | None:
-        cached = self.best_first
-        if cached is not None:
-            return cached[0][0] if cached else None
-        if not self.held:
-            return None
-        return self.keys[-1] if self.descending else self.keys[0]
-
-    def touched(self) -> None:
-        """A consumer-side edit: drop the caches."""
-        self.best_first = None
-        self.last_in = None
+    def set(self, levels: list[Level], keys: list[Key], sizes: list[Key]) -> None:
+        self.levels = levels
+        self.keys = keys
+        self.sizes = sizes
 
 
 class _Plan:
-    """What one side must do to become a new full side (computed before mutating)."""
+    """The new lists of one side and the changes that lead there (before mutating)."""
 
-    __slots__ = ("levels", "changes", "inserts", "removals", "updates", "last_in")
+    __slots__ = ("levels", "keys", "sizes", "changes", "last_in", "raw")
 
-    def __init__(
-        self,
-        levels: list[Level],
-        changes: list[Level],
-        inserts: list[Level],
-        removals: list[Decimal],
-        updates: list[Level],
-        last_in: Sequence[PriceLevel] | None,
-    ) -> None:
+    def __init__(self, levels: list[Level], keys: list[Key], sizes: list[Key],
+                 changes: list[Level], last_in: Sequence[PriceLevel] | None) -> None:
         self.levels = levels
+        self.keys = keys
+        self.sizes = sizes
         self.changes = changes
-        self.inserts = inserts
-        self.removals = removals
-        self.updates = updates
         self.last_in = last_in
+        self.raw: msgspec.Raw | None = None
+
+
+Levels: TypeAlias = Sequence[PriceLevel] | msgspec.Raw
+"""One side as input: decoded levels, or the side's raw JSON array (decoded lazily)."""
 
 
 class OrderBook:
-    """Bids and asks of one token, prices and sizes as exact :class:`~decimal.Decimal`.
+    """Bids and asks of one token; prices and sizes are wire text with exact keys.
 
-    Storage: per side a ``SortedDict[Decimal, Decimal]`` (price -> size) keyed by the
-    plain price in ascending order (bids are read from the end, so no price is ever
-    negated), plus a cached best-first list of the same levels.
+    Storage: per side three parallel lists, best first (bids by descending price,
+    asks ascending): the ``(price, size)`` texts, the price keys and the size keys
+    (see the module docstring). No Decimal is made for plain prices and sizes.
 
-    Hot path (:meth:`replace`): the venue sends whole books, best first. A side equal
-    to the last one received is recognised by one list comparison in C. Otherwise the
-    new side is merge-walked against the held best-first list: a few Decimal
-    comparisons per level and no hashing of freshly decoded Decimals (hashing one
-    costs ~10x an equality test), and the changed levels come out best first. Input
-    that is not strictly sorted best first, repeats a price, or carries a size-0 level
-    takes a slower dict-based path with the same result.
+    Hot path (:meth:`replace`): a side whose raw JSON equals the last one applied is
+    skipped before decoding; a side equal to the last decoded input is recognised
+    by one list comparison in C; otherwise the positions that differ from the last
+    input are found in C, and with as many levels as before only those are looked at
+    (sizes changed in place, the commonest update); else only the stretch between the
+    common prefix and suffix is merge-walked against the held levels. Input that is
+    not strictly sorted best first, repeats a price, or carries a size-0 level takes a
+    dict-based path with the same result. (Struct comparison is Python equality, so a
+    JSON ``true`` where the last input had ``1`` reads as unchanged, not invalid.)
 
-    Prices are stored exactly as received. Two prices that are equal as Decimals
-    (``0.5`` and ``0.50``) are the same level; the held key keeps the spelling it
-    was first inserted with, and every output level (deltas included) carries that
-    held spelling, so a consumer keying levels by the price text stays consistent.
-    Sizes compare as Decimals too: ``100`` and ``100.0`` are the same size, so
-    replacing one with the other is not a change (a changed size is reported with the
-    spelling that arrived).
+    Two prices with equal keys (``0.5`` and ``0.50``) are the same level; the held
+    level keeps the price text it was first inserted with, and every output level
+    (deltas included) carries that text, so a consumer keying levels by the price
+    text stays consistent. Sizes compare by key too: ``100`` and ``100.0`` are the
+    same size, so replacing one with the other is not a change (a changed size is
+    reported with the text that arrived).
 
     A held book never contains a level with size 0.
     """
@@ -134,9 +214,7 @@ class OrderBook:
 
     # ------------------------------------------------------------------ writers
 
-    def replace(
-        self, bids: Sequence[PriceLevel], asks: Sequence[PriceLevel]
-    ) -> tuple[list[Level], list[Level]]:
+    def replace(self, bids: Levels, asks: Levels) -> tuple[list[Level], list[Level]]:
         """Make the held book equal to a full book and return what changed.
 
         Input levels may come in any order (best first is the fast path). A level with
@@ -145,22 +223,22 @@ class OrderBook:
 
         Every level of both sides is validated before anything is mutated, so on
         :class:`~orderbook.errors.InvalidLevel` the held book is untouched. Levels
-        equal to held ones were validated when first held and are not checked again.
+        equal to the last input's were validated then and are not checked again.
 
         Args:
-            bids: the complete bid side, any order.
-            asks: the complete ask side, any order.
+            bids: the complete bid side, any order, decoded or as raw JSON.
+            asks: the complete ask side, any order, decoded or as raw JSON.
 
         Returns:
             ``(bid_changes, ask_changes)``: the minimal changed levels, best first
             (bids by descending price, asks ascending). A changed level carries its
-            new size; a removed level carries size ``Decimal(0)``. Both lists are
-            empty when the given book equals the held one. The lists are new
-            objects owned by the caller.
+            new size; a removed level carries size ``"0"``. Both lists are empty when
+            the given book equals the held one. The lists are owned by the caller.
 
         Raises:
-            InvalidLevel: a price or size is NaN/Infinity, a price is <= 0 or a
-                size is < 0.
+            InvalidLevel: a price or size is not a plain decimal number, has too many
+                significant digits, or a price is outside (0, 1]; or a raw side is
+                not a list of levels.
         """
         bid_plan = _plan(self._bids, bids, "bid")
         ask_plan = _plan(self._asks, asks, "ask")
@@ -171,50 +249,57 @@ class OrderBook:
 
         This is the consumer side of :meth:`replace`: size 0 removes the level (a
         missing level is ignored), any other size sets it. To load a full ``book``
-        record, call :meth:`clear` first. Input is trusted (it is this package's
-        own output) and not validated.
+        record, call :meth:`clear` first.
 
         Args:
             bids: ``(price, size)`` bid levels, any order.
             asks: ``(price, size)`` ask levels, any order.
+
+        Raises:
+            InvalidLevel: a price or size is not a valid number.
         """
-        _apply(self._bids, bids)
-        _apply(self._asks, asks)
+        _apply(self._bids, bids, "bid")
+        _apply(self._asks, asks, "ask")
 
     def clear(self) -> None:
         """Remove every level of both sides."""
         for side in (self._bids, self._asks):
-            side.held.clear()
-            side.best_first = []
-            side.last_in = None
+            side.set([], [], [])
+            side.last_in = side.raw = None
 
     # ------------------------------------------------------------------ readers
 
-    def best_bid(self) -> Decimal | None:
-        """Return the highest bid price, or ``None`` when there are no bids."""
-        return self._bids.best()
+    def best_bid(self) -> str | None:
+        """Return the highest bid price (its text), or ``None`` when there are no bids."""
+        levels = self._bids.levels
+        return levels[0][0] if levels else None
 
-    def best_ask(self) -> Decimal | None:
-        """Return the lowest ask price, or ``None`` when there are no asks."""
-        return self._asks.best()
+    def best_ask(self) -> str | None:
+        """Return the lowest ask price (its text), or ``None`` when there are no asks."""
+        levels = self._asks.levels
+        return levels[0][0] if levels else None
 
     def is_crossed(self) -> bool:
         """Return whether best bid >= best ask (False when a side is empty)."""
-        bid = self._bids.best()
-        ask = self._asks.best()
-        return bid is not None and ask is not None and bid >= ask
+        bids, asks = self._bids.keys, self._asks.keys
+        return bool(bids and asks and bids[0] >= asks[0])
 
     def bids_best_first(self) -> list[Level]:
         """Return all bid levels, highest price first (a new list)."""
-        return list(self._bids.levels())
+        return list(self._bids.levels)
 
     def asks_best_first(self) -> list[Level]:
         """Return all ask levels, lowest price first (a new list)."""
-        return list(self._asks.levels())
+        return list(self._asks.levels)
 
     def levels(self) -> tuple[list[Level], list[Level]]:
         """Return ``(bids_best_first(), asks_best_first())``, handy for comparisons."""
         return self.bids_best_first(), self.asks_best_first()
+
+    def keyed(self) -> tuple[dict[Key, Key], dict[Key, Key]]:
+        """Return ``(bids, asks)`` as price key -> size key maps (numeric comparisons)."""
+        return (dict(zip(self._bids.keys, self._bids.sizes, strict=True)),
+                dict(zip(self._asks.keys, self._asks.sizes, strict=True)))
 
     def depth(self, side: Side, n: int) -> list[Level]:
         """Return the best ``n`` levels of one side, best first.
@@ -232,27 +317,30 @@ class OrderBook:
             held = self._asks
         else:
             raise ValueError(f"side must be 'bid' or 'ask', not {side!r}")
-        return held.levels()[: max(n, 0)]
+        return held.levels[: max(n, 0)]
 
     @property
     def n_bids(self) -> int:
         """Number of bid levels."""
-        return len(self._bids.held)
+        return len(self._bids.levels)
 
     @property
     def n_asks(self) -> int:
         """Number of ask levels."""
-        return len(self._asks.held)
+        return len(self._asks.levels)
 
     def __len__(self) -> int:
         """Return the number of levels on both sides together."""
-        return len(self._bids.held) + len(self._asks.held)
+        return len(self._bids.levels) + len(self._asks.levels)
 
     def __eq__(self, other: object) -> bool:
         """Two books are equal when both sides hold equal prices with equal sizes."""
         if not isinstance(other, OrderBook):
             return NotImplemented
-        return bool(self._bids.held == other._bids.held and self._asks.held == other._asks.held)
+        return all(
+            mine.keys == theirs.keys and mine.sizes == theirs.sizes
+            for mine, theirs in ((self._bids, other._bids), (self._asks, other._asks))
+        )
 
     __hash__ = None  # type: ignore[assignment]  # mutable
 
@@ -260,8 +348,7 @@ class OrderBook:
         """Return an independent copy of this book."""
         clone = OrderBook()
         for mine, theirs in ((self._bids, clone._bids), (self._asks, clone._asks)):
-            theirs.held.update(mine.held)
-            theirs.best_first = None
+            theirs.set(list(mine.levels), list(mine.keys), list(mine.sizes))
         return clone
 
     def __repr__(self) -> str:
@@ -271,147 +358,205 @@ class OrderBook:
         )
 
 
-def _valid(price: Decimal, size: Decimal) -> bool:
-    # is_finite() first: ordering comparisons on NaN raise InvalidOperation.
-    return bool(price.is_finite() and size.is_finite() and price > ZERO and size >= ZERO)
+# ---------------------------------------------------------------------- planning
 
 
-def _plan(side: _Side, levels: Sequence[PriceLevel], name: Side) -> _Plan | None:
+def _plan(side: _Side, levels: Levels, name: Side) -> _Plan | None:
     """How ``side`` must change to become ``levels``; None when it is unchanged.
 
     Raises:
         InvalidLevel: a new or changed level is invalid.
     """
-    try:
-        last_in = side.last_in
-        if last_in is None:
-            plan = _merge(side.levels(), levels, side.descending, name)
-        elif levels == last_in:
+    raw: msgspec.Raw | None = None
+    if type(levels) is msgspec.Raw:
+        if levels == side.raw:
             return None
-        else:
-            plan = _merge_middle(side, last_in, levels, name)
-        if plan is None:
-            plan = _dict_plan(side, levels, name)
-    except (TypeError, InvalidOperation):
-        # NaN cannot be ordered, and a signalling NaN can be neither hashed nor compared.
-        raise _first_invalid(levels, name) from None
-    return plan if plan.changes else None
+        raw = levels
+        try:
+            levels = LEVELS_DECODER.decode(levels)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise InvalidLevel(name, None, None, f"undecodable levels: {exc}") from None
+    assert not isinstance(levels, msgspec.Raw)
+    last_in = side.last_in
+    if last_in is not None and levels == last_in:
+        if raw is None:
+            return None
+        plan = _Plan(side.levels, side.keys, side.sizes, [], last_in)  # only the bytes differ
+    else:
+        try:
+            merged = (_merge(side, 0, len(side.levels), levels, name) if last_in is None
+                      else _merge_middle(side, last_in, levels, name))
+            plan = _dict_plan(side, levels, name) if merged is None else merged
+        except TypeError:  # an unhashable value (a JSON object or array) as a number
+            raise _first_invalid(levels, name) from None
+    plan.raw = raw
+    return plan
 
 
-def _merge_middle(
-    side: _Side, last_in: Sequence[PriceLevel], levels: Sequence[PriceLevel], name: Side
-) -> _Plan | None:
+def _merge_middle(side: _Side, last_in: Sequence[PriceLevel], levels: Sequence[PriceLevel],
+                  name: Side) -> _Plan | None:
     """Merge only what lies between the common prefix and suffix with the last input.
 
-    The held best-first list matches the last input one to one (same prices, in the
-    same order), so levels equal to the last input's at the same position at either
-    end are unchanged held levels: one Struct comparison each, in C. Typical updates
-    change a level or two, so the Python-level merge sees only a short middle.
+    The held lists match the last input one to one, so levels equal to the last input's
+    at the same position are unchanged held levels. The positions that differ are found
+    by Struct comparisons in C (``map``/``compress``, no Python loop per level). With as
+    many levels as before, only those positions are looked at (the commonest update:
+    sizes changed in place); otherwise only the stretch between the common prefix and
+    suffix is merge-walked.
     """
     n, m = len(levels), len(last_in)
-    p = 0
-    for a, b in zip(levels, last_in):  # noqa: B905 - lengths differ on purpose
-        if a != b:
-            break
-        p += 1
-    q = 0
-    limit = min(n, m) - p
-    while q < limit and levels[n - 1 - q] == last_in[m - 1 - q]:
-        q += 1
-    held = side.levels()
-    prev = held[p - 1][0] if p else None
-    bound = held[m - q][0] if q else None
-    plan = _merge(held[p : m - q], levels[p : n - q], side.descending, name, prev, bound)
+    if n == m:
+        changed = list(compress(range(n), map(ne, levels, last_in)))
+        plan = _resized(side, last_in, levels, changed, name)
+        if plan is not None:
+            return plan
+        p, q = changed[0], n - 1 - changed[-1]
+    else:
+        shorter = min(n, m)
+        p = next(compress(count(), map(ne, levels, last_in)), shorter)
+        q = next(compress(count(), map(ne, reversed(levels), reversed(last_in))), shorter)
+        q = min(q, shorter - p)
+    plan = _merge(side, p, m - q, levels[p : n - q], name, last_in)
     if plan is not None:
-        plan.levels = held[:p] + plan.levels + held[m - q :]
         plan.last_in = levels
     return plan
 
 
-def _merge(
-    old: list[Level],
-    new: Sequence[PriceLevel],
-    descending: bool,
-    name: Side,
-    prev: Decimal | None = None,
-    bound: Decimal | None = None,
-) -> _Plan | None:
-    """Merge-walk a best-first input against the held best-first levels.
+def _resized(side: _Side, last_in: Sequence[PriceLevel], levels: Sequence[PriceLevel],
+             changed: list[int], name: Side) -> _Plan | None:
+    """The commonest update: the same prices in the same places, some sizes changed.
 
-    Args:
-        old: held levels, best first.
-        new: input levels, expected strictly best first.
-        descending: bids (True) or asks.
-        name: side name for errors.
-        prev: the price just before ``new`` (a common prefix), if any.
-        bound: the price just after ``new`` (a common suffix), if any.
-
-    Returns None (use the dict path) when the input is not strictly best-first
-    ordered (also against ``prev`` and ``bound``) or has a size-0 level.
+    Only the ``changed`` positions are looked at; the price key list is shared with the
+    held one. Returns None when a changed position holds another price (or size 0).
     """
-    out: list[Level] = []
+    old_levels, old_keys = side.levels, side.keys
+    new_levels = old_levels[:]
+    new_sizes = side.sizes[:]
     changes: list[Level] = []
-    inserts: list[Level] = []
-    removals: list[Decimal] = []
-    updates: list[Level] = []
-    i = 0
-    n_old = len(old)
-    for level in new:
-        price = level.price
-        size = level.size
-        if prev is not None and (price >= prev if descending else price <= prev):
-            return None  # not strictly best first: duplicates or another order
-        prev = price
-        if not size:
+    prices, sizes = _PRICES, _SIZES
+    for j in changed:
+        level = levels[j]
+        pv, sv = level.price, level.size
+        pe = prices.get(pv)
+        if pe is None or type(pv) not in _WIRE_TYPES or pe[0] != old_keys[j]:
+            return None  # another price, or not seen yet: the merge validates it
+        se = sizes.get(sv)
+        if se is None or type(sv) not in _WIRE_TYPES:
+            parsed = size_entry(sv)
+            if isinstance(parsed, str):
+                raise InvalidLevel(name, pv, sv, parsed)
+            se = parsed
+        skey = se[0]
+        if not skey:
             return None
-        while i < n_old:
-            held = old[i]
-            key = held[0]
-            if key == price:
-                i += 1
-                if held[1] == size:
+        if skey != new_sizes[j]:
+            held = (old_levels[j][0], se[1])
+            new_levels[j] = held
+            new_sizes[j] = skey
+            changes.append(held)
+    return _Plan(new_levels, old_keys, new_sizes, changes, levels)
+
+
+def _merge(side: _Side, lo: int, hi: int, new: Sequence[PriceLevel], name: Side,
+           old_in: Sequence[PriceLevel] | None = None) -> _Plan | None:
+    """Merge-walk best-first input against the held levels ``lo:hi``.
+
+    ``old_in`` is the last input, one to one with the held levels: a new level equal
+    to the held level's input (a level that only moved, say after an insert above it)
+    is kept with one Struct comparison, without looking anything up.
+
+    Returns the whole side's new lists (held ``:lo`` and ``hi:`` kept), or None (use
+    the dict path) when the input is not strictly best first (also against the held
+    neighbours) or has a size-0 level.
+
+    Raises:
+        InvalidLevel: a new or changed level is invalid.
+    """
+    old_levels, old_keys, old_sizes = side.levels, side.keys, side.sizes
+    descending = side.descending
+    prices, sizes = _PRICES, _SIZES
+    out: list[Level] = []
+    out_keys: list[Key] = []
+    out_sizes: list[Key] = []
+    changes: list[Level] = []
+    prev = old_keys[lo - 1] if lo else None
+    i = lo
+    for level in new:
+        if old_in is not None and i < hi and level == old_in[i]:
+            key = old_keys[i]
+            if prev is not None and (key >= prev if descending else key <= prev):
+                return None
+            prev = key
+            out.append(old_levels[i])
+            out_keys.append(key)
+            out_sizes.append(old_sizes[i])
+            i += 1
+            continue
+        pv = level.price
+        sv = level.size
+        pe = prices.get(pv)
+        if pe is None or type(pv) not in _WIRE_TYPES:
+            parsed = price_entry(pv)
+            if isinstance(parsed, str):
+                raise InvalidLevel(name, pv, sv, parsed)
+            pe = parsed
+        se = sizes.get(sv)
+        if se is None or type(sv) not in _WIRE_TYPES:
+            parsed = size_entry(sv)
+            if isinstance(parsed, str):
+                raise InvalidLevel(name, pv, sv, parsed)
+            se = parsed
+        key, ptext = pe
+        skey, stext = se
+        if prev is not None and (key >= prev if descending else key <= prev):
+            return None  # not strictly best first: duplicates or another order
+        if not skey:
+            return None
+        prev = key
+        while i < hi:
+            held_key = old_keys[i]
+            if held_key == key:
+                held = old_levels[i]
+                if old_sizes[i] == skey:
                     out.append(held)
-                elif size.is_finite() and size > ZERO:
-                    held = (key, size)
-                    updates.append(held)
+                    out_sizes.append(skey)
+                else:
+                    held = (held[0], stext)
                     changes.append(held)
                     out.append(held)
-                else:
-                    raise InvalidLevel(name, price, size)
+                    out_sizes.append(skey)
+                out_keys.append(held_key)
+                i += 1
                 break
-            if key > price if descending else key < price:
-                removals.append(key)  # a held level better than any new one left: gone
-                changes.append((key, ZERO))
+            if held_key > key if descending else held_key < key:
+                changes.append((old_levels[i][0], ZERO))  # better than any new one: gone
                 i += 1
                 continue
-            _insert(price, size, name, inserts, changes, out)
+            held = (ptext, stext)
+            changes.append(held)
+            out.append(held)
+            out_keys.append(key)
+            out_sizes.append(skey)
             break
         else:
-            _insert(price, size, name, inserts, changes, out)
-    if bound is not None and prev is not None and (prev <= bound if descending else prev >= bound):
-        return None
-    while i < n_old:
-        key = old[i][0]
-        removals.append(key)
-        changes.append((key, ZERO))
+            held = (ptext, stext)
+            changes.append(held)
+            out.append(held)
+            out_keys.append(key)
+            out_sizes.append(skey)
+    if prev is not None and hi < len(old_keys):
+        bound = old_keys[hi]
+        if prev <= bound if descending else prev >= bound:
+            return None
+    while i < hi:
+        changes.append((old_levels[i][0], ZERO))
         i += 1
-    return _Plan(out, changes, inserts, removals, updates, new)
-
-
-def _insert(
-    price: Decimal,
-    size: Decimal,
-    name: Side,
-    inserts: list[Level],
-    changes: list[Level],
-    out: list[Level],
-) -> None:
-    if not _valid(price, size):
-        raise InvalidLevel(name, price, size)
-    level = (price, size)
-    inserts.append(level)
-    changes.append(level)
-    out.append(level)
+    if not changes:
+        return _Plan(old_levels, old_keys, old_sizes, changes, new)
+    if lo == 0 and hi == len(old_keys):
+        return _Plan(out, out_keys, out_sizes, changes, new)
+    return _Plan(old_levels[:lo] + out + old_levels[hi:], old_keys[:lo] + out_keys + old_keys[hi:],
+                 old_sizes[:lo] + out_sizes + old_sizes[hi:], changes, new)
 
 
 def _dict_plan(side: _Side, levels: Sequence[PriceLevel], name: Side) -> _Plan:
@@ -419,91 +564,83 @@ def _dict_plan(side: _Side, levels: Sequence[PriceLevel], name: Side) -> _Plan:
 
     Every input level is validated here, even one a later repeat overrides.
     """
+    new: dict[Key, tuple[str, str, Key]] = {}
     for level in levels:
-        if not _valid(level.price, level.size):
-            raise InvalidLevel(name, level.price, level.size)
-    new = {level.price: level.size for level in levels}
-    held = side.held
-    key_of = {key: key for key in held}  # a dict cannot hand back its own key
-    changes: list[Level] = []
-    inserts: list[Level] = []
-    updates: list[Level] = []
-    for price, size in new.items():
-        old = held.get(price)
-        if old is not None:
-            if old == size:
-                continue
-            if not (size.is_finite() and size >= ZERO):
-                raise InvalidLevel(name, price, size)
-            if size:
-                update = (key_of[price], size)
-                updates.append(update)
-                changes.append(update)
-        elif not _valid(price, size):
-            raise InvalidLevel(name, price, size)
-        elif size:
-            inserts.append((price, size))
-            changes.append((price, size))
-    removals = [key for key in held if not new.get(key)]
-    changes.extend((key, ZERO) for key in removals)
-    changes.sort(key=_price, reverse=side.descending)
-    return _Plan([], changes, inserts, removals, updates, None)
+        pe = price_entry(level.price)
+        if isinstance(pe, str):
+            raise InvalidLevel(name, level.price, level.size, pe)
+        se = size_entry(level.size)
+        if isinstance(se, str):
+            raise InvalidLevel(name, level.price, level.size, se)
+        new[pe[0]] = (pe[1], se[1], se[0])
+    held = {key: (lv, skey) for key, lv, skey in zip(side.keys, side.levels, side.sizes,
+                                                       strict=True)}
+    keep: list[tuple[Key, Level, Key]] = []
+    changes: list[tuple[Key, Level]] = []
+    for key, (ptext, stext, skey) in new.items():
+        old = held.get(key)
+        if not skey:
+            continue
+        if old is None:
+            level_ = (ptext, stext)
+            changes.append((key, level_))
+        elif old[1] == skey:
+            level_ = old[0]
+        else:
+            level_ = (old[0][0], stext)
+            changes.append((key, level_))
+        keep.append((key, level_, skey))
+    for key, (level_, _) in held.items():
+        entry = new.get(key)
+        if entry is None or not entry[2]:
+            changes.append((key, (level_[0], ZERO)))
+    reverse = side.descending
+    keep.sort(key=_first, reverse=reverse)
+    changes.sort(key=_first, reverse=reverse)
+    return _Plan([lv for _, lv, _ in keep], [k for k, _, _ in keep], [s for _, _, s in keep],
+                 [lv for _, lv in changes], None)
 
 
-def _price(level: Level) -> Decimal:
-    return level[0]
+def _first(item: tuple[Key, object] | tuple[Key, object, object]) -> Key:
+    return item[0]
 
 
 def _first_invalid(levels: Sequence[PriceLevel], name: Side) -> InvalidLevel:
     for level in levels:
-        try:
-            if not _valid(level.price, level.size):
-                return InvalidLevel(name, level.price, level.size)
-        except InvalidOperation:
-            return InvalidLevel(name, level.price, level.size)
-    return InvalidLevel(name, ZERO, ZERO)  # unreachable for Decimal input
+        for value in (level.price, level.size):
+            parsed = parse_number(value)
+            if isinstance(parsed, str):
+                return InvalidLevel(name, level.price, level.size, parsed)
+    return InvalidLevel(name, None, None, "unhashable value")  # not reached
 
 
 def _carry_out(side: _Side, plan: _Plan | None) -> list[Level]:
     """Apply a plan to the side; return its changes (best first)."""
     if plan is None:
         return []
-    held = side.held
-    if len(plan.inserts) + len(plan.removals) > REBUILD_AT:
-        # Same edits on a plain dict, then one sort instead of many sorted inserts.
-        merged = dict(held)
-        _edit(merged, plan)
-        held.clear()
-        held.update(merged)
-    else:
-        _edit(held, plan)
-    if plan.last_in is None:  # dict path: rebuild the cache lazily
-        side.touched()
-    else:
-        side.best_first = plan.levels
-        side.last_in = plan.last_in
+    side.set(plan.levels, plan.keys, plan.sizes)
+    side.last_in = plan.last_in
+    side.raw = plan.raw if plan.last_in is not None else None
     return plan.changes
 
 
-def _edit(held: dict[Decimal, Decimal] | SortedDict[Decimal, Decimal], plan: _Plan) -> None:
-    for key, size in plan.updates:
-        # Key present: store the value only; the held key object (its spelling) is kept.
-        _dict_setitem(held, key, size)  # type: ignore[arg-type]  # SortedDict is a dict
-    for key in plan.removals:
-        del held[key]
-    for key, size in plan.inserts:
-        held[key] = size
-
-
-def _apply(side: _Side, levels: Sequence[Level]) -> None:
-    """Set or (size 0) remove each level of one side (consumer side, trusted input)."""
-    held = side.held
+def _apply(side: _Side, levels: Sequence[Level], name: Side) -> None:
+    """Set or (size 0) remove each level of one side (consumer side)."""
+    if not levels:
+        return
+    held = {key: (lv, skey) for key, lv, skey in zip(side.keys, side.levels, side.sizes,
+                                                       strict=True)}
     for price, size in levels:
-        if size:
-            if price in held:
-                _dict_setitem(held, price, size)  # type: ignore[arg-type]  # keeps the key
-            else:
-                held[price] = size
+        pe = price_entry(price)
+        se = size_entry(size)
+        if isinstance(pe, str) or isinstance(se, str):
+            raise InvalidLevel(name, price, size, pe if isinstance(pe, str) else str(se))
+        key, skey = pe[0], se[0]
+        if not skey:
+            held.pop(key, None)
         else:
-            held.pop(price, None)
-    side.touched()
+            old = held.get(key)
+            held[key] = ((old[0][0] if old is not None else price, size), skey)
+    keys = sorted(held, reverse=side.descending)
+    side.set([held[k][0] for k in keys], keys, [held[k][1] for k in keys])
+    side.last_in = side.raw = None

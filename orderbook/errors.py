@@ -3,8 +3,9 @@
 ::
 
     OrderBookError
-    ├── InvalidLevel(OrderBookError, ValueError)   price or size NaN/Infinity, price <= 0
-    │                                              or size < 0; raised before any mutation
+    ├── InvalidLevel(OrderBookError, ValueError)   price or size not a plain decimal (sign,
+    │                                              exponent, NaN, > 30 significant digits),
+    │                                              price outside (0, 1]; before any mutation
     └── CrossedBook                                best bid >= best ask; kept for the tree,
                                                    NOT raised by this package (see below)
 
@@ -24,8 +25,6 @@ book into an error themselves, e.g. ``raise CrossedBook(book.best_bid(), book.be
 
 from __future__ import annotations
 
-from decimal import Decimal
-
 
 class OrderBookError(Exception):
     """Root of every error the order-book core raises on purpose."""
@@ -39,36 +38,26 @@ class InvalidLevel(OrderBookError, ValueError):
 
     Attributes:
         side: ``"bid"`` or ``"ask"``.
-        price: the offending price as received.
-        size: the offending size as received.
+        price: the offending price as received (``None`` for an undecodable side).
+        size: the offending size as received (``None`` for an undecodable side).
+        reason: why the level was rejected.
     """
 
     side: str
-    price: Decimal
-    size: Decimal
+    price: object
+    size: object
+    reason: str
 
-    def __init__(self, side: str, price: Decimal, size: Decimal) -> None:
-        super().__init__(side, price, size)
+    def __init__(self, side: str, price: object, size: object, reason: str) -> None:
+        super().__init__(side, price, size, reason)
         self.side = side
         self.price = price
         self.size = size
-
-    @property
-    def reason(self) -> str:
-        """Why the level was rejected, derived from the fields."""
-        price, size = self.price, self.size
-        if not price.is_finite():
-            return "price is not finite"
-        if not size.is_finite():
-            return "size is not finite"
-        if price <= 0:
-            return "price is not positive"
-        if size < 0:
-            return "size is negative"
-        return "invalid level"
+        self.reason = reason
 
     def __str__(self) -> str:
-        return f"invalid {self.side} level price={self.price} size={self.size}: {self.reason}"
+        return (f"invalid {self.side} level price={self.price!r:.60} size={self.size!r:.60}: "
+                f"{self.reason}")
 
 
 class CrossedBook(OrderBookError):
@@ -82,10 +71,10 @@ class CrossedBook(OrderBookError):
         best_ask: the best ask price.
     """
 
-    best_bid: Decimal
-    best_ask: Decimal
+    best_bid: str
+    best_ask: str
 
-    def __init__(self, best_bid: Decimal, best_ask: Decimal) -> None:
+    def __init__(self, best_bid: str, best_ask: str) -> None:
         super().__init__(best_bid, best_ask)
         self.best_bid = best_bid
         self.best_ask = best_ask

@@ -209,8 +209,7 @@ class BookSynchronizer:
         else:
             stats.identical_suppressed += 1
             return None
-        best_bid, best_ask = record.best_bid, record.best_ask
-        if best_bid is not None and best_ask is not None and best_bid >= best_ask:
+        if self.book.is_crossed():
             stats.crossed += 1
             self.request_snapshot("crossed")
         return record

@@ -27,6 +27,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from decimal import Decimal
 from functools import partial
 from typing import Any
 
@@ -101,8 +102,8 @@ class Run:
             expected = self.sim.exchange.book(slug)
             rebuilt = replayer.book(slug)
             entry = self.feed.universe.markets.get(slug)
-            if (rebuilt is None or entry is None or rebuilt.levels() != expected
-                    or entry.sync.book.levels() != expected):
+            if (rebuilt is None or entry is None or not same_levels(rebuilt.levels(), expected)
+                    or not same_levels(entry.sync.book.levels(), expected)):
                 bad.append(slug)
         return bad
 
@@ -160,6 +161,16 @@ async def daemon(config: SimulatorConfig, **overrides: Any) -> AsyncIterator[Run
             yield Run(sim, sink, feeds[0], metrics, started)
         finally:
             tg.cancel_scope.cancel()
+
+
+def same_levels(got: tuple[Sequence[tuple[str, str]], Sequence[tuple[str, str]]],
+                want: tuple[Sequence[tuple[Decimal, Decimal]], Sequence[tuple[Decimal, Decimal]]],
+                ) -> bool:
+    """A book's (bids, asks) as text equals the simulator's as Decimals, number for number."""
+    return all(
+        len(g) == len(w) and all(Decimal(p) == wp and Decimal(q) == wq
+                                 for (p, q), (wp, wq) in zip(g, w, strict=True))
+        for g, w in zip(got, want, strict=True))
 
 
 def _drop_to_resubscribe(run: Run) -> list[float]:
@@ -366,7 +377,7 @@ async def stdout(stall_s: float = 20.0, rate_hz: float = 1500.0, ping_interval_m
             def equal() -> bool:
                 for slug in sim.exchange.book_slugs():
                     book = replayer.book(slug)
-                    if book is None or book.levels() != sim.exchange.book(slug):
+                    if book is None or not same_levels(book.levels(), sim.exchange.book(slug)):
                         return False
                 return True
 

@@ -32,7 +32,7 @@ import msgspec
 
 from orderbook.book import OrderBook
 from orderbook.errors import InvalidLevel
-from orderbook.types import SCHEMA_VERSION, Book, BookSnapshot
+from orderbook.types import SCHEMA_VERSION, Book, BookSnapshot, PriceLevel
 from sinks.fanout import Fanout
 from sinks.records import (
     MarketCreated,
@@ -471,7 +471,8 @@ class Feed:
             return
         sync = entry.sync
         applied = sync.stats.applied
-        bids, asks = book.bids, book.asks
+        bids: list[PriceLevel] | msgspec.Raw = book.bids
+        asks: list[PriceLevel] | msgspec.Raw = book.asks
         if self._depth is not None:
             bids = top_levels(bids, self._depth, bids=True)
             asks = top_levels(asks, self._depth, bids=False)
@@ -694,10 +695,17 @@ class Feed:
 
 
 def same_book(book: OrderBook, payload: OrderbookPayload) -> bool:
-    """Whether a REST book equals the held one, level for level (as Decimals)."""
-    bids, asks = book.levels()
-    return (dict(bids) == {lv.price: lv.size for lv in payload.bids if lv.size}
-            and dict(asks) == {lv.price: lv.size for lv in payload.asks if lv.size})
+    """Whether a REST book equals the held one, level for level (exact numeric keys).
+
+    The REST book is read exactly as :meth:`OrderBook.replace` would apply it (duplicate
+    prices last-wins, size-0 levels absent); one with an invalid level is not the same.
+    """
+    rest = OrderBook()
+    try:
+        rest.replace(payload.bids, payload.asks)
+    except InvalidLevel:
+        return False
+    return rest == book
 
 
 class _Exception(msgspec.Struct):

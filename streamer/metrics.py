@@ -95,6 +95,7 @@ import platform
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
@@ -661,7 +662,7 @@ class StatsCollector(Collector):
             if best_ask is not None:
                 ask.add_metric(label, float(best_ask))
             if best_bid is not None and best_ask is not None:
-                spread.add_metric(label, float(best_ask - best_bid))
+                spread.add_metric(label, float(Decimal(best_ask) - Decimal(best_bid)))  # exact
             levels.add_metric([entry.slug, "bid"], float(book.n_bids))
             levels.add_metric([entry.slug, "ask"], float(book.n_asks))
             seconds = _age(entry.last_update_ms, now)

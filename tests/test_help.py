@@ -29,7 +29,7 @@ def _parsers() -> dict[str, argparse.ArgumentParser]:
 def _options() -> list[tuple[str, argparse.Action]]:
     return [(f"{name} {'/'.join(action.option_strings) or action.dest}", action)
             for name, parser in _parsers().items() for action in parser._actions
-            if not isinstance(action, argparse._HelpAction)]
+            if not isinstance(action, argparse._HelpAction) and action.help != argparse.SUPPRESS]
 
 
 @pytest.mark.parametrize(("where", "action"), _options(), ids=lambda v: str(v))

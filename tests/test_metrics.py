@@ -6,7 +6,6 @@ import math
 import re
 import time
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +57,7 @@ def _info(slug: str) -> MarketInfo:
 
 
 def _levels(*pairs: tuple[str, str]) -> list[PriceLevel]:
-    return [PriceLevel(Decimal(p), Decimal(s)) for p, s in pairs]
+    return [PriceLevel(p, s) for p, s in pairs]
 
 
 def add_market(universe: Universe, slug: str, *, seeded: bool = True,

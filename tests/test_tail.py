@@ -19,8 +19,9 @@ def _records() -> tuple[list[Record], BookSynchronizer]:
     sync = BookSynchronizer("m", "1")
     out: list[Record] = []
     for i in range(1, 30):
-        bids = [PriceLevel(D("0.40") - D(j) / 1000, D(i + j)) for j in range(5)]
-        asks = [PriceLevel(D("0.60") + D(j) / 1000, D(10 + (i % 3) + j)) for j in range(5)]
+        bids = [PriceLevel(str(D("0.40") - D(j) / 1000), i + j) for j in range(5)]
+        asks = [PriceLevel(str(D("0.60") + D(j) / 1000), str(10 + (i % 3) + j))
+                for j in range(5)]
         record = sync.on_update(BookSnapshot("m", "1", bids, asks, i, i))
         if record is not None:
             out.append(record)

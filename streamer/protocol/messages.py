@@ -3,11 +3,13 @@
 Shapes follow limitless-api.md §2.2 (``Market``), §2.3 (REST orderbook), §3.5 (WebSocket
 events) and the tolerance rules of §5:
 
-* money (prices, sizes, spreads) is :class:`decimal.Decimal`, decoded by msgspec from the
-  JSON text, so a JSON number and a numeric string both decode exactly
-  (``0.515`` → ``Decimal("0.515")``). Level values are *not* checked for NaN/Infinity
-  here: the order-book core validates levels. The scalar book fields
-  (``adjustedMidpoint`` …) are checked here, because nothing downstream does.
+* book levels keep their wire text: the book decoders use ``float_hook=str``, so a JSON
+  number ``0.515`` and a numeric string ``"0.515"`` both arrive as ``"0.515"`` (a JSON
+  integer as an ``int``), and the order-book core validates and keys them. On the
+  WebSocket hot path the two sides stay raw JSON (:class:`RawOrderbook`) until the book
+  core finds them different from the last ones applied.
+* other money (spreads, midpoints) is :class:`decimal.Decimal`, decoded by msgspec from
+  the JSON text, and checked for NaN/Infinity here, because nothing downstream does.
 * uint256 token ids arrive as decimal strings or, occasionally, JSON numbers. Fields
   are typed ``str | int`` only so that msgspec accepts both (it decodes big JSON integers
   exactly); ``__post_init__`` turns an ``int`` into its decimal string at decode time,
@@ -142,18 +144,44 @@ class OrderbookPayload(msgspec.Struct, frozen=True, gc=False):
         return normalize_token(self.tokenId)
 
 
+class RawOrderbook(msgspec.Struct, frozen=True, gc=False):
+    """The ``orderbook`` field of a WebSocket ``orderbookUpdate``, sides left as raw JSON.
+
+    The book core compares each side's bytes with the last ones applied and decodes a
+    side only when it changed. The scalar fields the daemon does
+    not use (``adjustedMidpoint`` …) are not decoded here.
+
+    Attributes:
+        bids: the bid levels' JSON array, as received.
+        asks: the ask levels' JSON array, as received.
+        tokenId: YES token id, a decimal string (a JSON number is converted).
+    """
+
+    bids: msgspec.Raw
+    asks: msgspec.Raw
+    tokenId: TokenId | None = None
+
+    def __post_init__(self) -> None:
+        _normalize_field(self, "tokenId")
+
+    @property
+    def token_id(self) -> str | None:
+        """The YES token id as a decimal string, or ``None`` when absent."""
+        return normalize_token(self.tokenId)
+
+
 class OrderbookUpdate(msgspec.Struct, frozen=True, gc=False):
     """Payload of the ``orderbookUpdate`` event (§3.5): a whole book, never a delta.
 
     Attributes:
         marketSlug: the market.
-        orderbook: the full book (nested, never flattened).
+        orderbook: the full book, its sides as raw JSON (see :class:`RawOrderbook`).
         timestamp: ISO text or epoch number; use :attr:`ts_ms`. Required: staleness
             checks depend on it, so an update without one fails to decode (and is counted).
     """
 
     marketSlug: str
-    orderbook: OrderbookPayload
+    orderbook: RawOrderbook
     timestamp: Timestamp
 
     @property
@@ -296,5 +324,5 @@ MARKET_DECODER: Final = msgspec.json.Decoder(Market)
 ACTIVE_PAGE_DECODER: Final = msgspec.json.Decoder(ActiveMarketsPage)
 """``GET /markets/active``."""
 
-ORDERBOOK_DECODER: Final = msgspec.json.Decoder(OrderbookPayload)
+ORDERBOOK_DECODER: Final = msgspec.json.Decoder(OrderbookPayload, float_hook=str)
 """``GET /markets/{slug}/orderbook``."""

@@ -251,12 +251,12 @@ def make_records(markets: int, per_market: int, *, start_seq: int = 1,
             market = f"market-{index}"
             ts = ts0 + seq * 10 + index
             price = Decimal(100 + (seq + index) % 50).scaleb(-3)
-            levels = [(price, Decimal(seq % 7 + 1)), (price - Decimal("0.001"), Decimal(0))]
+            levels = [(str(price), str(seq % 7 + 1)), (str(price - Decimal("0.001")), "0")]
             cls = Book if step == 0 else BookDelta
             records.append(cls(
                 v=SCHEMA_VERSION, market=market, token=str(10**30 + index), seq=seq, ts=ts,
-                recv_ts=ts + 5, best_bid=price, best_ask=price + Decimal("0.01"),
-                bids=levels, asks=[(price + Decimal("0.01"), Decimal(3))],
+                recv_ts=ts + 5, best_bid=str(price), best_ask=str(price + Decimal("0.01")),
+                bids=levels, asks=[(str(price + Decimal("0.01")), "3")],
             ))
             if len(records) % 97 == 0:
                 records.append(Status(v=SCHEMA_VERSION, state="connected", recv_ts=ts,

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from decimal import Decimal
 from functools import partial
 from typing import Any
 
@@ -33,7 +34,17 @@ from streamer.simulator import Simulator, SimulatorConfig
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
 
+def numeric(book_levels: tuple[list[tuple[str, str]], list[tuple[str, str]]],
+            ) -> tuple[list[tuple[Decimal, Decimal]], list[tuple[Decimal, Decimal]]]:
+    """Book levels (wire text) as Decimals, to compare with the simulator's books."""
+    bids, asks = book_levels
+    return ([(Decimal(p), Decimal(s)) for p, s in bids],
+            [(Decimal(p), Decimal(s)) for p, s in asks])
+
+
 @dataclass
+
+
 class Harness:
     sim: Simulator
     sink: MemorySink
@@ -54,7 +65,8 @@ class Harness:
             expected = self.sim.exchange.book(slug)
             rebuilt = replayer.book(slug)
             held = self.feed.universe.markets[slug].sync.book
-            if rebuilt is None or rebuilt.levels() != expected or held.levels() != expected:
+            if (rebuilt is None or numeric(rebuilt.levels()) != expected
+                    or numeric(held.levels()) != expected):
                 bad.append(slug)
         return bad
 

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import ast
 import sys
-from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -10,17 +9,16 @@ import pytest
 import orderbook
 from orderbook import CrossedBook, InvalidLevel, OrderBook, OrderBookError, PriceLevel
 
-D = Decimal
 ORDERBOOK_DIR = Path(orderbook.__file__).parent
 ALLOWED_THIRD_PARTY = {"sortedcontainers", "msgspec", "orderbook"}
 
 
 def lv(price: str, size: str) -> PriceLevel:
-    return PriceLevel(price=D(price), size=D(size))
+    return PriceLevel(price=price, size=size)
 
 
-def levels(*pairs: tuple[str, str]) -> list[tuple[Decimal, Decimal]]:
-    return [(D(p), D(s)) for p, s in pairs]
+def levels(*pairs: tuple[str, str]) -> list[tuple[str, str]]:
+    return list(pairs)
 
 
 def seeded() -> OrderBook:
@@ -104,7 +102,7 @@ def test_replace_equal_decimal_size_is_not_a_change() -> None:
     book = OrderBook()
     book.replace([lv("0.5", "100")], [])
     assert book.replace([lv("0.5", "100.0")], []) == ([], [])
-    assert book.replace([lv("0.5", "1E+2")], []) == ([], [])
+    assert book.replace([PriceLevel("0.5", 100)], []) == ([], [])
 
 
 def test_replace_equal_decimal_size_is_not_a_change_next_to_a_real_change() -> None:
@@ -121,7 +119,7 @@ def test_replace_equal_decimal_price_is_the_same_level() -> None:
     book = OrderBook()
     book.replace([lv("0.5", "100")], [])
     bids, _ = book.replace([lv("0.50", "7")], [])
-    assert bids == levels(("0.5", "7"))
+    assert bids == levels(("0.5", "7"))  # the held spelling
     assert book.n_bids == 1
 
 
@@ -142,7 +140,7 @@ def test_replace_size_zero_level_is_absent() -> None:
         [lv("0.52", "11"), lv("0.53", "21")],
     )
     assert bids == levels(("0.50", "0"))
-    assert D("0.40") not in dict(book.bids_best_first())
+    assert "0.40" not in dict(book.bids_best_first())
 
 
 def test_replace_duplicate_price_last_one_wins() -> None:
@@ -159,16 +157,20 @@ def test_replace_duplicate_price_last_one_wins() -> None:
 
 def test_replace_keeps_prices_and_sizes_exact() -> None:
     book = OrderBook()
-    book.replace([lv("0.515", "123.456789")], [lv("0.1000000000000000055511151231257827", "1")])
-    assert str(book.best_bid()) == "0.515"
-    assert str(book.bids_best_first()[0][1]) == "123.456789"
-    assert str(book.best_ask()) == "0.1000000000000000055511151231257827"
+    # 28 places: beyond an int key's 18 places (a Decimal key).
+    long = "0.1000000000000000055511151231"
+    book.replace([lv("0.515", "123.456789")], [lv(long, "1"), lv("0.2", "1")])
+    assert book.best_bid() == "0.515"
+    assert book.bids_best_first()[0][1] == "123.456789"
+    assert book.best_ask() == long
+    _, asks = book.replace([], [lv("0.10000000000000000555111512310", "2"), lv("0.2", "1")])
+    assert asks == [(long, "2")]  # equal numbers, the held spelling
 
 
 def test_replace_returns_fresh_lists() -> None:
     book = seeded()
     first = book.replace([], [])
-    first[0].append((D("9"), D("9")))
+    first[0].append(("9", "9"))
     assert book.replace([], []) == ([], [])
 
 
@@ -180,10 +182,27 @@ def test_replace_returns_fresh_lists() -> None:
         ("Infinity", "1"),
         ("-Infinity", "1"),
         ("0", "1"),
+        ("0.000", "1"),
         ("-0.5", "1"),
+        ("1.001", "1"),
+        ("2", "1"),
+        ("1e9999", "1"),
+        ("5E-1", "1"),
+        ("0.5", "1e3"),
+        ("+0.5", "1"),
+        (" 0.5", "1"),
+        ("0.5 ", "1"),
+        (".5", "1"),
+        ("5.", "1"),
+        ("", "1"),
+        ("0x1", "1"),
+        ("0.٥", "1"),
+        ("0.1234567890123456789012345678901", "1"),
+        ("0.5", "1234567890123456789012345678901"),
         ("0.5", "NaN"),
         ("0.5", "Infinity"),
         ("0.5", "-1"),
+        ("0.5", "-0"),
         ("0.5", "-0.000001"),
         ("NaN", "0"),
     ],
@@ -197,8 +216,7 @@ def test_replace_invalid_level_raises_and_leaves_book_untouched(price: str, size
     assert book == before
     err = info.value
     assert err.side == "ask"
-    assert str(err.price) == str(D(price))
-    assert str(err.size) == str(D(size))
+    assert (err.price, err.size) == (price, size)
 
 
 def test_replace_invalid_bid_raises_with_bid_side() -> None:
@@ -218,10 +236,48 @@ def test_replace_after_invalid_input_still_diffs_against_held_book() -> None:
     assert asks == levels(("0.53", "0"))
 
 
-def test_replace_negative_zero_size_is_absent() -> None:
+def test_replace_thirty_significant_digits_and_price_one_are_valid() -> None:
     book = OrderBook()
-    assert book.replace([lv("0.5", "-0")], []) == ([], [])
-    assert len(book) == 0
+    bids, _ = book.replace([lv("1", "1"), lv("0.123456789012345678901234567890", "1"),
+                            lv("0.000000000000000000000000000000000001", "1")], [])
+    assert [p for p, _ in bids] == ["1", "0.123456789012345678901234567890",
+                                    "0.000000000000000000000000000000000001"]
+
+
+@pytest.mark.parametrize("value", [None, True, False, 0.5, {"x": 1}, [1]])
+def test_replace_non_numeric_values_are_invalid(value: object) -> None:
+    book = OrderBook()
+    book.replace([lv("0.5", "1")], [])
+    with pytest.raises(InvalidLevel):
+        book.replace([PriceLevel("0.5", value)], [])
+    with pytest.raises(InvalidLevel):
+        book.replace([PriceLevel(value, "1")], [])
+    assert book.levels() == ([("0.5", "1")], [])
+
+
+def test_replace_json_integers_are_their_text() -> None:
+    book = OrderBook()
+    bids, _ = book.replace([PriceLevel(1, 250), PriceLevel("0.5", 7)], [])
+    assert bids == [("1", "250"), ("0.5", "7")]
+
+
+def test_replace_raw_sides_skip_identical_bytes_and_decode_changed_ones() -> None:
+    import msgspec
+
+    book = OrderBook()
+    bids = msgspec.Raw(b'[{"price":0.5,"size":10,"side":"BUY"},{"price":"0.4","size":2.5}]')
+    asks = msgspec.Raw(b'[{"price":0.6,"size":1}]')
+    assert book.replace(bids, asks) == ([("0.5", "10"), ("0.4", "2.5")], [("0.6", "1")])
+    assert book.replace(bids, asks) == ([], [])
+    same = msgspec.Raw(b'[{"price":"0.5","size":"10"},{"price":0.4,"size":"2.50"}]')
+    assert book.replace(same, asks) == ([], [])
+    assert book.replace(msgspec.Raw(b'[{"price":0.5,"size":10}]'), asks) == (
+        [("0.4", "0")], [])
+    with pytest.raises(InvalidLevel):
+        book.replace(msgspec.Raw(b'[{"price":0.5}]'), asks)
+    with pytest.raises(InvalidLevel):
+        book.replace(msgspec.Raw(b'[{"price":1e9999,"size":1}]'), asks)
+    assert book.levels() == ([("0.5", "10")], [("0.6", "1")])
 
 
 # ------------------------------------------------------------------ apply_delta
@@ -272,8 +328,8 @@ def test_best_prices_of_empty_book_are_none() -> None:
 
 def test_best_prices_read_from_the_right_ends() -> None:
     book = seeded()
-    assert book.best_bid() == D("0.50")
-    assert book.best_ask() == D("0.52")
+    assert book.best_bid() == "0.50"
+    assert book.best_ask() == "0.52"
 
 
 def test_is_crossed_when_best_bid_reaches_best_ask() -> None:
@@ -316,7 +372,7 @@ def test_equality_and_copy_are_independent() -> None:
     assert clone == book
     clone.apply_delta(levels(("0.50", "0")), [])
     assert clone != book
-    assert book.best_bid() == D("0.50")
+    assert book.best_bid() == "0.50"
     assert book != "not a book"
 
 
@@ -328,19 +384,22 @@ def test_repr_mentions_best_prices() -> None:
 
 
 def test_invalid_level_message_is_built_from_fields() -> None:
-    err = InvalidLevel("bid", D("NaN"), D("1"))
+    err = InvalidLevel("bid", "NaN", "1", "not a plain decimal number")
     assert isinstance(err, OrderBookError)
     assert isinstance(err, ValueError)
-    assert str(err) == "invalid bid level price=NaN size=1: price is not finite"
-    assert InvalidLevel("ask", D("0.5"), D("-1")).reason == "size is negative"
-    assert InvalidLevel("ask", D("0"), D("1")).reason == "price is not positive"
-    assert InvalidLevel("ask", D("0.5"), D("Infinity")).reason == "size is not finite"
+    assert str(err) == "invalid bid level price='NaN' size='1': not a plain decimal number"
+    with pytest.raises(InvalidLevel) as info:
+        OrderBook().replace([lv("1e9999", "1")], [])
+    assert "exponent" in info.value.reason
+    with pytest.raises(InvalidLevel) as info:
+        OrderBook().replace([lv("1.5", "1")], [])
+    assert info.value.reason == "price is not in (0, 1]"
 
 
 def test_crossed_book_message_is_built_from_fields() -> None:
-    err = CrossedBook(D("0.52"), D("0.51"))
+    err = CrossedBook("0.52", "0.51")
     assert isinstance(err, OrderBookError)
-    assert (err.best_bid, err.best_ask) == (D("0.52"), D("0.51"))
+    assert (err.best_bid, err.best_ask) == ("0.52", "0.51")
     assert str(err) == "crossed book: best_bid=0.52 >= best_ask=0.51"
 
 
@@ -370,3 +429,16 @@ def test_orderbook_imports_only_stdlib_sortedcontainers_and_msgspec() -> None:
         # no clock either
         assert "time" not in _imported_roots(path), path.name
         assert "datetime" not in _imported_roots(path), path.name
+
+
+def test_replace_values_equal_to_cached_ints_are_still_refused() -> None:
+    book = OrderBook()
+    book.replace([PriceLevel(1, 1)], [])  # caches the int 1 as a price and a size
+    for value in (True, 1.0):
+        with pytest.raises(InvalidLevel):
+            book.replace([PriceLevel(value, 2)], [])
+        with pytest.raises(InvalidLevel):
+            book.replace([PriceLevel("0.5", value)], [])
+        with pytest.raises(InvalidLevel):
+            book.replace([PriceLevel(1, 1), PriceLevel("0.5", value)], [])
+    assert book.levels() == ([("1", "1")], [])

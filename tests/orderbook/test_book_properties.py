@@ -3,6 +3,7 @@ from __future__ import annotations
 from decimal import Decimal
 from random import Random
 
+import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -35,9 +36,10 @@ def _grid(ticks: int, extra_zeros: int) -> Decimal:
 # Narrow grid band so that consecutive books share prices (sizes change, levels vanish).
 near_grid_prices = st.builds(_grid, st.integers(490, 510), st.integers(0, 2))
 wide_grid_prices = st.builds(_grid, st.integers(1, 999), st.integers(0, 2))
-# Arbitrary exact decimals: mantissa * 10**exponent (cheaper to draw than st.decimals()).
+# Arbitrary exact decimals in (0, 1]: mantissa * 10**exponent (cheaper than st.decimals()),
+# up to 27 places, so some need the Decimal keys beyond an int key's 18 places.
 arbitrary_prices = st.builds(
-    lambda m, e: Decimal(m).scaleb(e), st.integers(1, 10**9), st.integers(-12, 0)
+    lambda m, e: Decimal(m).scaleb(e), st.integers(1, 10**9), st.integers(-27, -9)
 )
 prices = st.one_of(near_grid_prices, near_grid_prices, wide_grid_prices, arbitrary_prices)
 
@@ -50,20 +52,36 @@ arbitrary_sizes = st.builds(
 )
 sizes = st.one_of(spelled_sizes, spelled_sizes, arbitrary_sizes)
 
-price_levels = st.builds(PriceLevel, price=prices, size=sizes)
+
+
+def wire(value: Decimal) -> str:
+    """A Decimal as plain wire text (``1E+2`` -> ``100``): what a JSON number decodes to."""
+    return format(value, "f")
+
+
+def wire_size(value: Decimal, as_int: bool) -> str | int:
+    """Sizes also arrive as JSON integers (decoded to ``int``)."""
+    return int(value) if as_int and value == value.to_integral_value() else wire(value)
+
+
+price_levels = st.builds(lambda p, s, i: PriceLevel(wire(p), wire_size(s, i)),
+                         prices, sizes, st.booleans())
 sides = st.lists(price_levels, max_size=8)
 timestamps = st.integers(0, 20)
 
 bad_levels = st.one_of(
     st.builds(
         PriceLevel,
-        price=st.sampled_from(["NaN", "sNaN", "Infinity", "-Infinity", "0", "-0.5"]).map(Decimal),
-        size=sizes,
+        price=st.sampled_from(["NaN", "sNaN", "Infinity", "-Infinity", "0", "-0.5", "1e9999",
+                               "1E+0", "1.5", "2", "0.5e-1", "+0.5", ".5", None, True,
+                               "0." + "1" * 31]),
+        size=sizes.map(wire),
     ),
     st.builds(
         PriceLevel,
-        price=prices,
-        size=st.sampled_from(["NaN", "Infinity", "-Infinity", "-1", "-0.000001"]).map(Decimal),
+        price=prices.map(wire),
+        size=st.sampled_from(["NaN", "Infinity", "-Infinity", "-1", "-0.000001", "-0", "1e3",
+                              "1" * 31, None, False]),
     ),
 )
 
@@ -78,7 +96,8 @@ def respell(value: Decimal, extra_zeros: int) -> Decimal:
 def respelled(levels: list[PriceLevel], rnd: Random) -> list[PriceLevel]:
     """Equal levels, respelled and shuffled: the same book as far as values go."""
     out = [
-        PriceLevel(respell(level.price, rnd.randint(0, 2)), respell(level.size, rnd.randint(0, 2)))
+        PriceLevel(wire(respell(Decimal(level.price), rnd.randint(0, 2))),
+                   wire(respell(Decimal(level.size), rnd.randint(0, 2))))
         for level in levels
     ]
     rnd.shuffle(out)
@@ -92,11 +111,17 @@ def model_side(levels: list[PriceLevel]) -> ModelSide:
     """The dict-based model: last occurrence wins, size 0 means absent."""
     side: ModelSide = {}
     for level in levels:
-        side[level.price] = level.size
+        side[Decimal(level.price)] = Decimal(level.size)
     return {price: size for price, size in side.items() if size != 0}
 
 
-def expected_changes(old: ModelSide, new: ModelSide, descending: bool) -> list[Level]:
+def numeric(levels: list[Level]) -> list[tuple[Decimal, Decimal]]:
+    """Output levels (wire text) as Decimals, for comparing with the model."""
+    return [(Decimal(price), Decimal(size)) for price, size in levels]
+
+
+def expected_changes(old: ModelSide, new: ModelSide,
+                     descending: bool) -> list[tuple[Decimal, Decimal]]:
     changed = [
         (price, new.get(price, ZERO))
         for price in old.keys() | new.keys()
@@ -106,10 +131,11 @@ def expected_changes(old: ModelSide, new: ModelSide, descending: bool) -> list[L
 
 
 def assert_book_matches(book: OrderBook, bids: ModelSide, asks: ModelSide) -> None:
-    assert book.bids_best_first() == sorted(bids.items(), reverse=True)
-    assert book.asks_best_first() == sorted(asks.items())
-    assert book.best_bid() == (max(bids) if bids else None)
-    assert book.best_ask() == (min(asks) if asks else None)
+    assert numeric(book.bids_best_first()) == sorted(bids.items(), reverse=True)
+    assert numeric(book.asks_best_first()) == sorted(asks.items())
+    best_bid, best_ask = book.best_bid(), book.best_ask()
+    assert (None if best_bid is None else Decimal(best_bid)) == (max(bids) if bids else None)
+    assert (None if best_ask is None else Decimal(best_ask)) == (min(asks) if asks else None)
     assert len(book) == len(bids) + len(asks)
 
 
@@ -119,7 +145,7 @@ def as_text(book: OrderBook) -> tuple[list[tuple[str, str]], ...]:
 
 
 def assert_best_first(levels: list[Level], descending: bool) -> None:
-    prices = [price for price, _ in levels]
+    prices = [Decimal(price) for price, _ in levels]
     assert prices == sorted(prices, reverse=descending)
     assert len(set(prices)) == len(prices)
 
@@ -137,8 +163,8 @@ def test_book_replace_agrees_with_dict_model(books: list[tuple[list[PriceLevel],
         new_bids, new_asks = model_side(bids), model_side(asks)
         got_bids, got_asks = book.replace(bids, asks)
         # (d) minimal (exactly the levels whose size differs) and best first
-        assert got_bids == expected_changes(old_bids, new_bids, descending=True)
-        assert got_asks == expected_changes(old_asks, new_asks, descending=False)
+        assert numeric(got_bids) == expected_changes(old_bids, new_bids, descending=True)
+        assert numeric(got_asks) == expected_changes(old_asks, new_asks, descending=False)
         # (e) the book agrees with the model at every step
         assert_book_matches(book, new_bids, new_asks)
         old_bids, old_asks = new_bids, new_asks
@@ -161,7 +187,8 @@ def test_book_respelled_shuffled_book_changes_only_real_changes(
     new_bids = respelled(unique_bids, rnd) + other
     got_bids, got_asks = book.replace(new_bids, respelled(unique_asks, rnd))
     assert got_asks == []
-    assert got_bids == expected_changes(model_side(bids), model_side(new_bids), descending=True)
+    assert numeric(got_bids) == expected_changes(model_side(bids), model_side(new_bids),
+                                                 descending=True)
 
 
 @PROPERTY_SETTINGS
@@ -248,10 +275,10 @@ class SynchronizerMachine(RuleBasedStateMachine):
             if isinstance(record, Book):
                 side.clear()
             for price, size in levels:
-                if size:
-                    side[str(price)] = str(size)
+                if Decimal(size):
+                    side[price] = str(size)
                 else:
-                    del side[str(price)]  # a removal names a level the consumer holds
+                    del side[price]  # a removal names a level the consumer holds
         held_bids, held_asks = as_text(self.sync.book)
         assert self.text_replica == (dict(held_bids), dict(held_asks))
 
@@ -272,8 +299,8 @@ class SynchronizerMachine(RuleBasedStateMachine):
         else:
             assert isinstance(record, BookDelta)
             # (d) minimal: every level really changed, and every change is there
-            assert record.bids == expected_changes(previous[0], self.model[0], descending=True)
-            assert record.asks == expected_changes(previous[1], self.model[1], descending=False)
+            assert numeric(record.bids) == expected_changes(previous[0], self.model[0], True)
+            assert numeric(record.asks) == expected_changes(previous[1], self.model[1], False)
         if record is not None and self.sync.book.is_crossed():
             assert (self.sync.needs_snapshot, self.sync.snapshot_reason) == (True, "crossed")
         self._consume(record)
@@ -292,8 +319,10 @@ class SynchronizerMachine(RuleBasedStateMachine):
     def ws_respelled_update(self, rnd: Random, extra: list[PriceLevel], ts_step: int) -> None:
         """The held book respelled and shuffled, some sizes changed, some levels added."""
         assert self.model_last_ts is not None
-        bids = [PriceLevel(p, s + rnd.choice([0, 0, 1, -s])) for p, s in self.model[0].items()]
-        asks = [PriceLevel(p, s + rnd.choice([0, 0, 1, -s])) for p, s in self.model[1].items()]
+        bids = [PriceLevel(wire(p), wire(s + rnd.choice([0, 0, 1, -s])))
+                for p, s in self.model[0].items()]
+        asks = [PriceLevel(wire(p), wire(s + rnd.choice([0, 0, 1, -s])))
+                for p, s in self.model[1].items()]
         ts = self.model_last_ts + ts_step
         self.ws_update(respelled(bids, rnd) + extra, respelled(asks, rnd), ts)
 
@@ -364,3 +393,34 @@ SynchronizerMachine.TestCase.settings = settings(
     max_examples=50, stateful_step_count=20, deadline=None
 )
 test_synchronizer_machine = SynchronizerMachine.TestCase
+
+
+# ------------------------------------------------------------------ raw sides
+
+
+def raw_side(levels: list[PriceLevel], as_numbers: bool) -> msgspec.Raw:
+    """One side as the venue's JSON: numbers as JSON numbers or as numeric strings."""
+    def number(value: object) -> str:
+        return str(value) if as_numbers else f'"{value}"'
+    body = ",".join(f'{{"price":{number(lv.price)},"size":{number(lv.size)},"side":"BUY"}}'
+                    for lv in levels)
+    return msgspec.Raw(f"[{body}]".encode())
+
+
+@PROPERTY_SETTINGS
+@given(st.lists(st.tuples(sides, sides, st.booleans()), min_size=1, max_size=6))
+def test_book_raw_sides_agree_with_decoded_sides(
+    books: list[tuple[list[PriceLevel], list[PriceLevel], bool]],
+) -> None:
+    from_raw, decoded = OrderBook(), OrderBook()
+    for bids, asks, as_numbers in books:
+        raw_bids, raw_asks = raw_side(bids, as_numbers), raw_side(asks, as_numbers)
+        changes = from_raw.replace(raw_bids, raw_asks)
+        expected = decoded.replace(bids, asks)
+        assert (numeric(changes[0]), numeric(changes[1])) == (numeric(expected[0]),
+                                                              numeric(expected[1]))
+        assert from_raw == decoded
+        assert numeric(from_raw.bids_best_first()) == numeric(decoded.bids_best_first())
+        # The very same bytes again: skipped before decoding, nothing changed.
+        assert from_raw.replace(raw_bids, raw_asks) == ([], [])
+        assert from_raw == decoded

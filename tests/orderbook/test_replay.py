@@ -13,8 +13,8 @@ from orderbook.types import Book, BookDelta, BookSnapshot, PriceLevel
 def _feed(sync: BookSynchronizer, start: int, n: int) -> list[Book | BookDelta]:
     out: list[Book | BookDelta] = []
     for i in range(start, start + n):
-        bids = [PriceLevel(D("0.40") - D(j) / 1000, D(i + j)) for j in range(3)]
-        asks = [PriceLevel(D("0.60") + D(j) / 1000, D(10 + i % 4 + j)) for j in range(3)]
+        bids = [PriceLevel(str(D("0.40") - D(j) / 1000), str(i + j)) for j in range(3)]
+        asks = [PriceLevel(str(D("0.60") + D(j) / 1000), str(10 + i % 4 + j)) for j in range(3)]
         record = sync.on_update(BookSnapshot("m", "1", bids, asks, i, i))
         if record is not None:
             out.append(record)

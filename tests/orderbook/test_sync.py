@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from decimal import Decimal
 
 import msgspec
 import pytest
@@ -17,7 +16,6 @@ from orderbook import (
     PriceLevel,
 )
 
-D = Decimal
 MARKET = "btc-above-100k"
 TOKEN = "19633204485790857949828516737993423758628930235371629943999544859324645414627"
 
@@ -25,8 +23,8 @@ BIDS = [("0.50", "10"), ("0.49", "20")]
 ASKS = [("0.52", "11"), ("0.53", "21")]
 
 
-def levels(pairs: Sequence[tuple[str, str]]) -> list[tuple[Decimal, Decimal]]:
-    return [(D(p), D(s)) for p, s in pairs]
+def levels(pairs: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    return list(pairs)
 
 
 def snap(
@@ -40,8 +38,8 @@ def snap(
     return BookSnapshot(
         market=MARKET,
         token=token,
-        bids=[PriceLevel(D(p), D(s)) for p, s in bids],
-        asks=[PriceLevel(D(p), D(s)) for p, s in asks],
+        bids=[PriceLevel(p, s) for p, s in bids],
+        asks=[PriceLevel(p, s) for p, s in asks],
         ts=ts,
         recv_ts=recv_ts,
     )
@@ -83,8 +81,8 @@ def test_sync_rest_seed_emits_full_book_and_clears_needs_snapshot() -> None:
         seq=1,
         ts=7_000,
         recv_ts=7_000,
-        best_bid=D("0.50"),
-        best_ask=D("0.52"),
+        best_bid="0.50",
+        best_ask="0.52",
         bids=levels(BIDS),
         asks=levels(ASKS),
     )
@@ -148,8 +146,8 @@ def test_sync_update_after_seed_emits_only_changed_levels() -> None:
         seq=2,
         ts=2_000,
         recv_ts=5_000,
-        best_bid=D("0.51"),
-        best_ask=D("0.52"),
+        best_bid="0.51",
+        best_ask="0.52",
         bids=levels([("0.51", "5"), ("0.49", "0")]),
         asks=levels([("0.53", "22")]),
     )
@@ -161,7 +159,7 @@ def test_sync_delta_best_prices_are_none_for_empty_side() -> None:
     sync.on_rest_snapshot(rest())
     record = sync.on_update(snap(BIDS, [], ts=2_000))
     assert isinstance(record, BookDelta)
-    assert (record.best_bid, record.best_ask) == (D("0.50"), None)
+    assert (record.best_bid, record.best_ask) == ("0.50", None)
     assert record.asks == levels([("0.52", "0"), ("0.53", "0")])
 
 
@@ -214,7 +212,7 @@ def test_sync_crossed_update_requests_snapshot_and_still_emits() -> None:
     sync.on_rest_snapshot(rest())
     record = sync.on_update(snap([("0.52", "1")], ASKS, ts=2_000))
     assert isinstance(record, BookDelta)
-    assert record.best_bid == record.best_ask == D("0.52")
+    assert record.best_bid == record.best_ask == "0.52"
     assert sync.needs_snapshot
     assert sync.snapshot_reason == "crossed"
     assert sync.stats.crossed == 1
@@ -225,7 +223,7 @@ def test_sync_crossed_first_book_requests_snapshot() -> None:
     sync.request_snapshot("resubscribe")
     record = sync.on_update(snap([("0.6", "1")], ASKS, ts=1))
     assert isinstance(record, Book)
-    assert record.best_bid == D("0.6")
+    assert record.best_bid == "0.6"
     assert sync.stats.crossed == 1
     assert (sync.needs_snapshot, sync.snapshot_reason) == (True, "crossed")
 
@@ -233,7 +231,7 @@ def test_sync_crossed_first_book_requests_snapshot() -> None:
 def test_sync_crossed_rest_book_is_counted_without_rerequest() -> None:
     sync = BookSynchronizer(MARKET, TOKEN)
     record = sync.on_rest_snapshot(rest([("0.53", "1")], ASKS))
-    assert record.best_bid == D("0.53")
+    assert record.best_bid == "0.53"
     assert sync.stats.crossed == 1
     assert not sync.needs_snapshot
 

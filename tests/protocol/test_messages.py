@@ -8,6 +8,7 @@ from decimal import Decimal
 import msgspec
 import pytest
 
+from orderbook.book import LEVELS_DECODER
 from orderbook.types import PriceLevel
 from streamer.protocol.messages import (
     ACTIVE_PAGE_DECODER,
@@ -85,8 +86,8 @@ NO = "92880203111422733669069431424233453123521391452116219452041113149245101411
 
 def test_rest_orderbook_sample_decodes_exactly() -> None:
     book = ORDERBOOK_DECODER.decode(REST_ORDERBOOK)
-    assert book.bids == [PriceLevel(Decimal("0.74"), Decimal("150"))]
-    assert book.asks == [PriceLevel(Decimal("0.76"), Decimal("100"))]
+    assert book.bids == [PriceLevel("0.74", 150)]  # numbers as wire text, integers as int
+    assert book.asks == [PriceLevel("0.76", 100)]
     assert book.token_id == YES
     assert book.adjustedMidpoint == Decimal("0.75")
     assert book.maxSpread == Decimal("0.05")
@@ -98,18 +99,17 @@ def test_ws_orderbook_update_sample_decodes() -> None:
     update = EVENT_DECODERS["orderbookUpdate"].decode(WS_ORDERBOOK_UPDATE)
     assert isinstance(update, OrderbookUpdate)
     assert update.marketSlug == "btc-above-100k"
-    assert update.orderbook.bids == [PriceLevel(Decimal("0.51"), Decimal("100.0"))]
-    assert update.orderbook.asks == [PriceLevel(Decimal("0.52"), Decimal("120.0"))]
+    # The sides stay raw JSON until the book core finds them changed.
+    assert isinstance(update.orderbook.bids, msgspec.Raw)
+    assert LEVELS_DECODER.decode(update.orderbook.bids) == [PriceLevel("0.51", "100.0")]
+    assert LEVELS_DECODER.decode(update.orderbook.asks) == [PriceLevel("0.52", "120.0")]
     assert update.orderbook.token_id == "123"
-    assert update.orderbook.minSize == Decimal("100000000")
-    assert update.orderbook.lastTradePrice is None
     assert update.ts_ms == 1773705600000
 
 
-def test_orderbook_price_stays_exact_decimal() -> None:
-    update = EVENT_DECODERS["orderbookUpdate"].decode(WS_ORDERBOOK_UPDATE)
-    assert update.orderbook.adjustedMidpoint == Decimal("0.515")
-    assert str(update.orderbook.adjustedMidpoint) == "0.515"
+def test_orderbook_price_stays_exact_text() -> None:
+    levels = LEVELS_DECODER.decode(b'[{"price":0.515,"size":1e2},{"price":"0.50","size":7}]')
+    assert levels == [PriceLevel("0.515", "1e2"), PriceLevel("0.50", 7)]
 
 
 def test_orderbook_numbers_as_strings_decode_exactly() -> None:
@@ -118,8 +118,7 @@ def test_orderbook_numbers_as_strings_decode_exactly() -> None:
         b'"adjustedMidpoint":"0.5175","maxSpread":0.05,"minSize":1,"lastTradePrice":"0.51"}'
     )
     book = ORDERBOOK_DECODER.decode(raw)
-    assert book.bids == [PriceLevel(Decimal("0.515"), Decimal("12.5"))]
-    assert str(book.bids[0].price) == "0.515"
+    assert book.bids == [PriceLevel("0.515", "12.5")]
     assert book.adjustedMidpoint == Decimal("0.5175")
     assert book.maxSpread == Decimal("0.05")
     assert book.minSize == Decimal("1")
@@ -129,7 +128,7 @@ def test_orderbook_numbers_as_strings_decode_exactly() -> None:
 @pytest.mark.parametrize("side", ['"side":"BUY",', '"side":"buy",', '"side":"Buy",', ""])
 def test_orderbook_level_side_casing_or_absence_ignored(side: str) -> None:
     raw = f'{{"bids":[{{{side}"price":0.5,"size":1}}],"asks":[]}}'.encode()
-    assert ORDERBOOK_DECODER.decode(raw).bids == [PriceLevel(Decimal("0.5"), Decimal("1"))]
+    assert ORDERBOOK_DECODER.decode(raw).bids == [PriceLevel("0.5", 1)]
 
 
 def test_orderbook_null_last_trade_price() -> None:

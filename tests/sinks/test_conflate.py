@@ -35,13 +35,12 @@ class FakeDaemon:
 
     def seed(self, market: str) -> Book:
         self.books[market] = OrderBook()
-        self.books[market].apply_delta([(Decimal("0.40"), Decimal(10))],
-                                       [(Decimal("0.60"), Decimal(10))])
+        self.books[market].apply_delta([("0.40", "10")], [("0.60", "10")])
         return self._book(market)
 
     def delta(self, market: str) -> BookDelta:
         self.ticks += 1
-        level = (Decimal(self.ticks % 30 + 1).scaleb(-2), Decimal(self.ticks % 4))
+        level = (str(Decimal(self.ticks % 30 + 1).scaleb(-2)), str(self.ticks % 4))
         self.books[market].apply_delta([level], [])
         return BookDelta(v=SCHEMA_VERSION, market=market, token="1",
                          seq=self._next_seq(market), ts=self.ticks, recv_ts=self.ticks,

@@ -6,7 +6,6 @@ import logging
 import os
 import signal
 from collections.abc import AsyncIterator, Iterator
-from decimal import Decimal
 from pathlib import Path
 
 import anyio
@@ -28,8 +27,8 @@ def status(i: int) -> Status:
 
 def book(i: int) -> Book:
     return Book(v=SCHEMA_VERSION, market="btc-up", token="123", seq=i, ts=i, recv_ts=i,
-                best_bid=Decimal("0.515"), best_ask=Decimal("0.52"),
-                bids=[(Decimal("0.515"), Decimal("10.5"))], asks=[(Decimal("0.52"), Decimal("3"))])
+                best_bid="0.515", best_ask="0.52",
+                bids=[("0.515", "10.5")], asks=[("0.52", "3")])
 
 
 def statuses(n: int) -> list[Record]:

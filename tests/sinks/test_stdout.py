@@ -4,7 +4,6 @@ import contextlib
 import io
 import os
 from collections.abc import Iterator
-from decimal import Decimal
 from typing import BinaryIO
 
 import msgspec
@@ -53,11 +52,11 @@ def broken_pipe(buffering: int) -> Iterator[BinaryIO]:
 
 RECORDS: list[Record] = [
     Book(v=SCHEMA_VERSION, market="m", token="1" * 70, seq=1, ts=5, recv_ts=6,
-         best_bid=Decimal("0.515"), best_ask=None, bids=[(Decimal("0.515"), Decimal("1e2"))],
+         best_bid="0.515", best_ask=None, bids=[("0.515", "100")],
          asks=[]),
     BookDelta(v=SCHEMA_VERSION, market="m", token="1", seq=2, ts=7, recv_ts=8, best_bid=None,
-              best_ask=Decimal("0.999"), bids=[(Decimal("0.515"), Decimal("0"))],
-              asks=[(Decimal("0.999"), Decimal("0.000001"))]),
+              best_ask="0.999", bids=[("0.515", "0")],
+              asks=[("0.999", "0.000001")]),
     MarketInfo(v=SCHEMA_VERSION, market="m", recv_ts=1, title="Will it?", token="1",
                tokens={"yes": "1", "no": "2"}, exchange=None, adapter=None, status="FUNDED",
                expiration=None),

@@ -7,7 +7,6 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -468,7 +467,7 @@ async def test_orderbook_decodes_exact_levels() -> None:
     script = Script(httpx.Response(200, content=body))
     async with open_rest(script) as rest:
         book = await rest.orderbook("m")
-    assert book.bids == [PriceLevel(Decimal("0.515"), Decimal("150"))]
+    assert book.bids == [PriceLevel("0.515", "150")]
     assert book.token_id == "123"
     assert target(script.requests[0]) == "/markets/m/orderbook"
 

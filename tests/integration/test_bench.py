@@ -1,0 +1,36 @@
+"""Smoke run of the end-to-end benchmark: it runs, and the daemon's books come out exact.
+
+The ratio targets live in the benchmark's output, not here: this machine's timing is
+shared with other work, so no assertion depends on how fast anything ran.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from streamer import bench
+
+pytestmark = [pytest.mark.anyio, pytest.mark.integration]
+
+
+async def test_bench_smoke_run_checks_books_and_reports_both_ratios(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    args = bench.parse_args(["--frames", "300", "--markets", "3", "--levels", "5",
+                             "--repeat", "1", "--set", "per_market_metrics=false"])
+    ratios = await bench.main_async(args)
+    assert set(ratios) == {"typical", "stress"}
+    assert all(ratio > 0 for ratio in ratios.values())
+    out = capsys.readouterr().out
+    assert "final books exact" in out
+    assert "per_market_metrics=false" in out
+
+
+def test_bench_check_books_refuses_a_wrong_book(tmp_path: object) -> None:
+    from pathlib import Path
+
+    work = bench.make_workload(50, 2, 3, 1, bench.WORKLOADS["typical"])
+    out = Path(str(tmp_path)) / "out.ndjson"
+    out.write_text("")
+    with pytest.raises(SystemExit, match="books differ"):
+        bench.check_books(work, out)
