@@ -245,6 +245,7 @@ async def run(
                               backoff=settings.rest.backoff),
             observer=metrics.rest,
             limiter=budget,
+            transport_calls_on_send=getattr(transport, "calls_on_send", False),
         )
         lease_scope = anyio.CancelScope()  # the lease outlives the drain (see _fanout_then)
         async with anyio.create_task_group() as outer:

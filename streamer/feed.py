@@ -78,7 +78,7 @@ from streamer.protocol.session import (
 from streamer.seeding import SeedQueue
 from streamer.transport.rest import RestClient
 from streamer.transport.websocket import Transport
-from streamer.universe import Universe
+from streamer.universe import MarketEntry, Universe
 
 logger = logging.getLogger(__name__)
 
@@ -188,6 +188,11 @@ class Feed:
         self.on_market_event = on_market_event
         self.seeds = SeedQueue(settings.rest.seed_backoff, settings.rest.crossed_backoff)
         self._inflight: set[str] = set()
+        self._unsent: dict[str, tuple[anyio.CancelScope, str]] = {}
+        self._again: dict[str, str] = {}
+        """Markets asked for again while their seed was in flight (and already sent)."""
+        """Seeds taken off the queue whose request has not gone out yet (waiting for the
+        shared pace): a WebSocket book may still withdraw them."""
         self.session_healthy = False
         """The current (or last) session joined the namespace and delivered an event."""
         self._skew_ms = int(settings.feed.max_clock_skew_s * 1000)
@@ -496,18 +501,27 @@ class Feed:
         else:
             if self.seeds.has_crossed:
                 self.seeds.uncrossed(entry.slug)
-            if entry.slug in self.seeds:
+            if entry.slug in self.seeds or entry.slug in self._unsent:
                 self._book_arrived(entry.slug)
 
     def _book_arrived(self, slug: str) -> None:
-        """A full WebSocket book was applied: a pending seed is no longer worth a REST call.
+        """A full WebSocket book was applied: a seed not sent yet is no longer worth a REST
+        call, whether it waits in the queue or for the shared pace.
 
         Audits stay: they exist to compare REST with what the WebSocket gave us.
         """
-        reason = self.seeds.reason(slug)
-        if reason is None or reason == "audit":
-            return
-        self.seeds.cancel(slug)
+        reason: str | None
+        unsent = self._unsent.get(slug)
+        if unsent is not None:
+            scope, reason = unsent
+            if reason == "audit":
+                return
+            scope.cancel()  # before the request went out: nothing reaches the venue
+        else:
+            reason = self.seeds.reason(slug)
+            if reason is None or reason == "audit":
+                return
+            self.seeds.cancel(slug)
         self.stats.seeds_skipped += 1
         entry = self.universe.markets[slug]
         entry.sync.snapshot_satisfied()
@@ -556,7 +570,12 @@ class Feed:
 
     def _request_seed(self, slug: str, reason: str) -> None:
         if slug in self._inflight:
-            return  # the call in flight answers this request too
+            # A call not sent yet answers this request too. One already sent may carry a
+            # book from before what made this request (a resubscribe after a drop): ask
+            # again once it is done, unless this is only a check.
+            if slug not in self._unsent and reason not in CHECK_REASONS:
+                self._again.setdefault(slug, reason)
+            return
         entry = self.universe.markets.get(slug)
         verified = entry.last_update_ms if entry is not None else 0
         self.seeds.want(slug, reason, verified, time.monotonic())
@@ -588,28 +607,49 @@ class Feed:
                 done = True
             finally:
                 self._inflight.discard(slug)
-                if not done and self.universe.get(slug) is not None:
-                    # Cancelled with the session: the market still needs its book.
-                    self.seeds.want(slug, reason, 0, time.monotonic())
+                again = self._again.pop(slug, None)
+                if self.universe.get(slug) is not None:
+                    if not done:  # cancelled with the session: it still needs its book
+                        self.seeds.want(slug, reason, 0, time.monotonic())
+                    elif again is not None:
+                        self.seeds.want(slug, again, 0, time.monotonic())
+
+    def _seed_failed(self, entry: MarketEntry, slug: str, reason: str, exc: RestError) -> None:
+        self.stats.seed_failures += 1
+        if self.universe.get(slug) is not entry:
+            return
+        delay = self.seeds.failed(slug, reason, entry.last_update_ms, time.monotonic())
+        self._log_bad.warning("seed", "seeding %s failed: %s; retrying in %.1fs",
+                              slug, exc, delay,
+                              extra={"market": slug, "reason": reason,
+                                     "delay_s": round(delay, 3)})
+        self._wake.set()
 
     async def _seed(self, slug: str, reason: str) -> None:
         entry = self.universe.get(slug)
         if entry is None:
             return
-        before = entry.sync.stats.applied
-        try:
-            payload = await self._rest.orderbook(slug, attempts=1)
-        except RestError as exc:
-            self.stats.seed_failures += 1
-            if self.universe.get(slug) is None:
+        sync = entry.sync
+        before = sync.stats.applied
+
+        def sent(tag: str | None) -> None:  # it goes out now: it cannot be withdrawn
+            nonlocal before, reason
+            before = sync.stats.applied
+            self._unsent.pop(slug, None)
+            if tag is not None:  # a replay: the live run's request was for this reason
+                reason = tag
+
+        with anyio.CancelScope() as unsent:
+            self._unsent[slug] = (unsent, reason)
+            try:
+                payload = await self._rest.orderbook(slug, attempts=1, on_send=sent, tag=reason)
+            except RestError as exc:
+                self._seed_failed(entry, slug, reason, exc)
                 return
-            delay = self.seeds.failed(slug, reason, entry.last_update_ms, time.monotonic())
-            self._log_bad.warning("seed", "seeding %s failed: %s; retrying in %.1fs",
-                                  slug, exc, delay,
-                                  extra={"market": slug, "reason": reason,
-                                         "delay_s": round(delay, 3)})
-            self._wake.set()
-            return
+            finally:
+                self._unsent.pop(slug, None)
+        if unsent.cancelled_caught:
+            return  # a WebSocket book made it unnecessary before it was sent
         self.seeds.succeeded(slug)
         if self.universe.get(slug) is not entry:
             return  # removed (or removed and re-added) while we were fetching
@@ -620,7 +660,6 @@ class Feed:
             payload = msgspec.structs.replace(
                 payload, bids=top_levels(payload.bids, self._depth, bids=True),
                 asks=top_levels(payload.asks, self._depth, bids=False))
-        sync = entry.sync
         if sync.seeded and sync.stats.applied != before and not sync.book.is_crossed():
             # A full WS book arrived while we were fetching: it is at least as fresh as
             # anything REST can tell us, and any later change brings another update.

@@ -29,6 +29,7 @@ has to be escaped; a frame holding a newline, and every other entry, is a JSON a
     ["o", t_ms, session, url]                       session opened
     ["c", t_ms, session, reason]                    session closed
     ["e", t_ms, session, reason]                    connect failed
+    ["q", t_ms, method, target, tag]                REST request went out (tag: why)
     ["r", t_ms, method, target, status, headers, body]   REST response
     ["f", t_ms, method, target, error_name]         REST transport failure
     ["g", t_ms, dropped]                            entries lost to a full buffer
@@ -86,6 +87,8 @@ OPEN: Final = "o"
 CLOSE: Final = "c"
 CONNECT_ERROR: Final = "e"
 REST: Final = "r"
+REQUEST: Final = "q"
+"""A REST request went out (method and path only, never headers or body)."""
 REST_ERROR: Final = "f"
 GAP: Final = "g"
 SHUTDOWN: Final = "shutdown"
@@ -388,8 +391,14 @@ class RecordingTransport(httpx.AsyncBaseTransport):
         self._recorder = recorder
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        """Forward, read the whole body, record, answer."""
+        """Record that it went out, forward, read the whole body, record, answer."""
         target = request.url.raw_path.decode("ascii")
+        # When it went out, relative to the frames: a replay sends it at the same point, so
+        # what the feed decides at send time (a seed withdrawn, a REST book superseded)
+        # comes out the same.
+        tag = request.extensions.get("tag")
+        self._recorder.add((REQUEST, wall_ms(), request.method, target,
+                            tag if isinstance(tag, str) else None))
         try:
             response = await self._inner.handle_async_request(request)
             body = await response.aread()
@@ -598,6 +607,8 @@ def format_entry(entry: Sequence[Any], out: TextIO, *, decode: bool = False,
         label = {WS: "recv", SENT: "sent", OPEN: "open", CLOSE: "close",
                  CONNECT_ERROR: "connect-failed"}[kind]
         out.write(f"{stamp} #{entry[2]} {label} {entry[3]}\n")
+    elif kind == REQUEST:
+        out.write(f"{stamp} rest {entry[2]} {entry[3]} sent\n")
     elif kind == REST:
         out.write(f"{stamp} rest {entry[2]} {entry[3]} {entry[4]} {entry[6]}\n")
     elif kind == REST_ERROR:

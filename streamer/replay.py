@@ -55,6 +55,7 @@ from streamer.recording import (
     CONNECT_ERROR,
     GAP,
     OPEN,
+    REQUEST,
     REST,
     REST_ERROR,
     SHUTDOWN,
@@ -145,6 +146,15 @@ class _Request:
     key: tuple[str, str]
     done: anyio.Event = field(default_factory=anyio.Event)
     entry: Sequence[Any] = ()
+    on_send: Callable[[str | None], None] | None = None
+    sent: bool = False
+
+    def send(self, tag: str | None = None) -> None:
+        """The recording says the request went out here (for ``tag``): tell the caller."""
+        if not self.sent:
+            self.sent = True
+            if self.on_send is not None:
+                self.on_send(tag)
 
 
 class ReplayDriver:
@@ -167,6 +177,9 @@ class ReplayDriver:
         self.stats = ReplayStats()
         self.clock_ms: int = int(entries[0][1]) if entries else clock.wall_ms()
         self.http = ReplayHttpTransport(self)
+        self.gated = any(entry[0] == REQUEST for entry in entries)
+        """The recording says when each request went out (``q`` entries): requests wait
+        for that point before they go out, not only for their response."""
         self._connectors: list[_Connector] = []
         self._requests: list[_Request] = []
         self._changed = anyio.Event()
@@ -204,7 +217,11 @@ class ReplayDriver:
 
     async def request(self, request: httpx.Request) -> httpx.Response:
         """Answer one REST request with the recorded response at the driver's position."""
-        waiter = _Request((request.method, request.url.raw_path.decode("ascii")))
+        on_send = request.extensions.get("on_send")
+        waiter = _Request((request.method, request.url.raw_path.decode("ascii")),
+                          on_send=on_send if callable(on_send) else None)
+        if not self.gated:
+            waiter.send()
         self._requests.append(waiter)
         self._changed.set()
         try:
@@ -271,6 +288,8 @@ class ReplayDriver:
                 self._session.close(str(entry[3]))
                 self._session = None
             await self._settle()
+        elif kind == REQUEST:
+            await self._sent(entry)
         elif kind == GAP:
             self.stats.gaps += 1
             logger.warning("replay: the recording lost %s entries here; output may differ "
@@ -289,8 +308,47 @@ class ReplayDriver:
         self.stats.frames += 1
         await session.idle.wait()
 
+    async def _sent(self, entry: Sequence[Any]) -> None:
+        """A request went out here in the live run: the daemon's request for it goes now."""
+        waiter = await self._claim((str(entry[2]), str(entry[3])), sent=False)
+        if waiter is not None:
+            tag = entry[4] if len(entry) > 4 and isinstance(entry[4], str) else None
+            waiter.send(tag)
+            await self._settle()
+
+    async def _claim(self, key: tuple[str, str], *, sent: bool | None) -> _Request | None:
+        """The daemon's request for ``key`` (asking a timer's request again if needed)."""
+        waiter = self._find(key, sent)
+        if waiter is None:
+            await self._settle()
+            if self._find(key, sent) is None and self.on_orphan is not None:
+                self.on_orphan(*key)  # a timer's request: ask for it now
+            with anyio.move_on_after(self.claim_wait_s):
+                while (waiter := self._find(key, sent)) is None:
+                    self._changed = anyio.Event()
+                    await self._changed.wait()
+        if waiter is None:
+            self.stats.rest_orphans += 1
+            self.stats.orphan_targets.append(f"{key[0]} {key[1]}")
+        return waiter
+
     async def _respond(self, entry: Sequence[Any]) -> None:
         key = (str(entry[2]), str(entry[3]))
+        if self.gated:
+            # A response whose request went out before the recording began (a rotated
+            # segment's preamble) has no ``q`` entry: its request goes out now.
+            waiter = self._find(key, True) or self._find(key, False)
+            if waiter is None:
+                waiter = await self._claim(key, sent=None)
+            if waiter is None:
+                return
+            waiter.send()
+            self._requests.remove(waiter)
+            waiter.entry = entry
+            waiter.done.set()
+            self.stats.rest += 1
+            await self._settle()
+            return
         waiter = self._find(key)
         if waiter is None:
             await self._settle()
@@ -310,9 +368,9 @@ class ReplayDriver:
         self.stats.rest += 1
         await self._settle()
 
-    def _find(self, key: tuple[str, str]) -> _Request | None:
+    def _find(self, key: tuple[str, str], sent: bool | None = None) -> _Request | None:
         for waiter in self._requests:
-            if waiter.key == key:
+            if waiter.key == key and (sent is None or waiter.sent == sent):
                 return waiter
         return None
 
@@ -346,6 +404,10 @@ def _blocked(task: asyncio.Task[Any]) -> bool:
 
 class ReplayHttpTransport(httpx.AsyncBaseTransport):
     """An httpx transport that answers from the recording (through the driver)."""
+
+    calls_on_send: Final = True
+    """The REST client leaves a request's ``on_send`` to this transport: it is called
+    where the recording says the request went out."""
 
     def __init__(self, driver: ReplayDriver) -> None:
         self._driver = driver

@@ -169,6 +169,10 @@ class _Failure(msgspec.Struct, frozen=True):
     body: bytes = b""
 
 
+OnSend = Callable[[str | None], None]
+"""Called as a request goes out; the argument is a replay's recorded tag, else ``None``."""
+
+
 class Limiter(Protocol):
     """A shared request pace (:class:`streamer.budget.RatePacer`)."""
 
@@ -204,9 +208,11 @@ class RestClient:
         clock: Callable[[], float] = time.time,
         observer: RestObserver | None = None,
         limiter: Limiter | None = None,
+        transport_calls_on_send: bool = False,
     ) -> None:
         self._client = client
         self._limiter = limiter
+        self._transport_calls_on_send = transport_calls_on_send
         self._base = _check_base_url(base_url)
         self._credentials = credentials
         self._retry = retry
@@ -279,7 +285,9 @@ class RestClient:
         self._remember(result)
         return result
 
-    async def orderbook(self, slug: str, *, attempts: int | None = None) -> OrderbookPayload:
+    async def orderbook(self, slug: str, *, attempts: int | None = None,
+                        on_send: OnSend | None = None, tag: str | None = None,
+                        ) -> OrderbookPayload:
         """Fetch the YES-token book of one market (``GET /markets/{slug}/orderbook``).
 
         Args:
@@ -287,6 +295,8 @@ class RestClient:
             attempts: for this call, the attempts instead of the policy's (the feed's
                 seed queue passes 1: it retries a failed seed itself, per market, without
                 holding a seeder while it waits).
+            on_send: called when the request goes out (see :meth:`request`).
+            tag: why the caller asks (a seed reason), kept with the request for a recording.
 
         Raises:
             RestError: after retries, on a non-retryable status, or on an invalid body.
@@ -297,6 +307,8 @@ class RestClient:
             endpoint=ENDPOINT_ORDERBOOK,
             decoder=ORDERBOOK_DECODER,
             max_attempts=attempts,
+            on_send=on_send,
+            tag=tag,
         )
 
     def venue(self, slug: str) -> Venue | None:
@@ -325,6 +337,8 @@ class RestClient:
         decoder: msgspec.json.Decoder[T],
         retry_statuses: Collection[int] | None = None,
         max_attempts: int | None = None,
+        on_send: OnSend | None = None,
+        tag: str | None = None,
     ) -> T:
         """Send one request with retries and decode a 2xx body.
 
@@ -339,6 +353,14 @@ class RestClient:
                 policy's (``()``: every non-2xx comes straight back as
                 :class:`RestStatusError`; transport errors are still retried).
             max_attempts: for this call only, the attempts instead of the policy's.
+            on_send: called at the moment each attempt goes out: after the wait for the
+                shared pace, right before the request is written (or, when the client was
+                built with ``transport_calls_on_send``, by the transport, which finds it in
+                the request's ``extensions``: a replay calls it where the recording says
+                the request went out). Until then the caller may still cancel the call.
+                It gets ``None``, or from a replay the ``tag`` the live run's request had.
+            tag: why the caller asks, in the request's ``extensions`` (a recording keeps
+                it with the request line; never credentials).
 
         Returns:
             The decoded body.
@@ -355,7 +377,8 @@ class RestClient:
         attempts = self._retry.max_attempts if max_attempts is None else max(1, max_attempts)
         statuses = self._retry.retry_statuses if retry_statuses is None else retry_statuses
         for attempt in range(1, attempts + 1):
-            outcome = await self._send_once(method, url, target, endpoint, body, attempt, statuses)
+            outcome = await self._send_once(method, url, target, endpoint, body, attempt, statuses,
+                                            on_send, tag)
             if isinstance(outcome, httpx.Response):
                 return self._decode(outcome, endpoint, decoder)
             if not outcome.retryable or attempt == attempts:
@@ -380,19 +403,31 @@ class RestClient:
         body: bytes | None,
         attempt: int,
         retry_statuses: Collection[int],
+        on_send: OnSend | None = None,
+        tag: str | None = None,
     ) -> httpx.Response | _Failure:
         started = time.perf_counter()
+        extensions: dict[str, object] = {}
+        if on_send is not None:
+            extensions["on_send"] = on_send
+        if tag is not None:
+            extensions["tag"] = tag
         try:
             if self._limiter is None:
+                if on_send is not None and not self._transport_calls_on_send:
+                    on_send(None)
                 response = await self._client.request(
-                    method, url, content=body, headers=self._request_headers(method, target, body)
+                    method, url, content=body, headers=self._request_headers(method, target, body),
+                    extensions=extensions,
                 )
             else:
                 async with self._limiter.slot():  # signed after the wait: a fresh timestamp
                     started = time.perf_counter()
                     headers = self._request_headers(method, target, body)
+                    if on_send is not None and not self._transport_calls_on_send:
+                        on_send(None)
                     response = await self._client.request(method, url, content=body,
-                                                          headers=headers)
+                                                          headers=headers, extensions=extensions)
         except httpx.HTTPError as exc:
             self._on_response(endpoint, None, started, attempt)
             detail = self._redact(f"{type(exc).__name__}: {exc}")

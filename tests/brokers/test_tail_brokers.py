@@ -71,8 +71,9 @@ async def test_tail_from_book_starts_at_every_markets_newest_book(
     records: list[Record] = []
     for step in range(1, 61):
         for index, (market, sync) in enumerate(syncs.items()):
-            bids = [PriceLevel(D("0.40") - D(j) / 1000, D(step + j + index)) for j in range(3)]
-            asks = [PriceLevel(D("0.60") + D(j) / 1000, D(5 + j)) for j in range(3)]
+            bids = [PriceLevel(str(D("0.40") - D(j) / 1000), str(step + j + index))
+                    for j in range(3)]
+            asks = [PriceLevel(str(D("0.60") + D(j) / 1000), str(5 + j)) for j in range(3)]
             record = sync.on_update(BookSnapshot(market, "1", bids, asks, step, step))
             assert record is not None
             records.append(record)

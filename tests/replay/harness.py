@@ -36,8 +36,8 @@ def scenario(seed: int = 11, kick_every_s: float = 4.0) -> SimulatorConfig:
     """Drops every ``kick_every_s``, malformed frames, unknown events, REST 429/503."""
     return SimulatorConfig(seed=seed, markets=3, groups=1, amm_markets=1, levels=6,
                            rate_hz=15.0, kick_every_s=kick_every_s, malformed_rate=0.03,
-                           rest_429_rate=0.05, rest_503_rate=0.1, lifecycle_every_s=5.0,
-                           shift_p=0.05, unknown_events=True)
+                           rest_429_rate=0.15, rest_503_rate=0.2, lifecycle_every_s=5.0,
+                           shift_p=0.05, unknown_events=True, trading_markets=3)
 
 
 async def record_simulator(out: Path, config: SimulatorConfig, seconds: float | None,

@@ -21,6 +21,7 @@ from streamer.recording import (
     CONNECT_ERROR,
     GAP,
     OPEN,
+    REQUEST,
     REST,
     SENT,
     WS,
@@ -126,7 +127,9 @@ async def test_recording_transport_keeps_the_response_never_the_request(
             pinned = clock.now_ms()
         assert response.json() == {"ok": 1}
     _, entries = load(tmp_path / "rec")
-    (entry,) = entries
+    sent, entry = entries  # the request line when it went out (no headers), then the answer
+    assert sent[0] == REQUEST and sent[2:] == ["GET", "/markets/x?a=1", None]
+    assert sent[1] <= pinned
     assert entry[:5] == [REST, pinned, "GET", "/markets/x?a=1", 200]
     assert entry[5] == {"content-type": "application/json"}
     assert entry[6] == '{"ok":1}'
