@@ -99,7 +99,11 @@ async def daemon(config: SimulatorConfig, **overrides: Any) -> AsyncIterator[Har
             "shutdown_grace_s": 2.0,
             "metrics_addr": "127.0.0.1:0",
             "feed": {"backoff": {"initial_s": 0.05, "cap_s": 0.5}},
-            "rest": {"backoff": {"initial_s": 0.05, "cap_s": 0.5}},
+            # The simulator here enforces no REST limits; a pace quicker than the venue's
+            # documented one lets a paused (quiet) venue that kicks every second be
+            # re-verified between kicks (tests/integration/test_trouble.py covers the
+            # documented limits).
+            "rest": {"backoff": {"initial_s": 0.05, "cap_s": 0.5}, "min_interval_s": 0.02},
             **overrides,
         })
         metrics = Metrics(CollectorRegistry(), process_metrics=False)
