@@ -23,6 +23,7 @@ daemon over bare. After each daemon run the NDJSON output is replayed and every 
 must equal the exchange model's final book, level for level.
 
 To measure an option of the daemon, pass settings with ``--set`` (repeatable), e.g.
+``--set record.dir=/tmp/rec`` for the cost of ``run --record``, or
 ``--set feed.lifecycle=false`` or ``--set 'sinks=["file:/dev/null"]'``: each is a dotted
 settings path and a JSON (or plain string) value, applied to the daemon runs only.
 """
@@ -52,6 +53,7 @@ from sinks.records import Book, BookDelta, Record, decode_record
 from streamer.config import load_settings
 from streamer.feed import Feed
 from streamer.metrics import Metrics
+from streamer.recording import run_daemon as run_recorded
 from streamer.simulator import SimulatorConfig
 from streamer.simulator.exchange import BookUpdate, Exchange
 from streamer.simulator.rest import Quirks, market_payload, orderbook_payload
@@ -327,7 +329,6 @@ def daemon_settings(work: Workload, server: Server, out: Path,
 async def run_daemon(work: Workload, server: Server, out: Path,
                      overrides: list[str]) -> Result:
     """The real ``run`` path into a file sink; stops once every frame is written out."""
-    from streamer import app
 
     settings = load_settings(None, daemon_settings(work, server, out, overrides))
     n = len(work.frames)
@@ -353,8 +354,9 @@ async def run_daemon(work: Workload, server: Server, out: Path,
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(watch, tg.cancel_scope)
-        await app.run(settings, None, on_feed=feeds.append, handle_signals=False,
-                      metrics=metrics)
+        # run_daemon is app.run, plus the recording tap when --set record.dir=DIR is given
+        await run_recorded(settings, None, on_feed=feeds.append, handle_signals=False,
+                           metrics=metrics)
     return result[0]
 
 
