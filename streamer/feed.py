@@ -221,8 +221,16 @@ class Feed:
                                                                    "reason": status})
 
     def forget_market(self, slug: str) -> None:
-        """Drop what the feed keeps about a removed market (pending seeds, cached venue)."""
+        """Drop what the feed keeps about a removed market (pending seeds, cached venue).
+
+        A seed of it that has not gone out is withdrawn: if the market comes back, its new
+        entry asks afresh (see :meth:`_request_seed`), never through the old entry's call.
+        """
         self.seeds.forget(slug)
+        self._again.pop(slug, None)
+        unsent = self._unsent.get(slug)
+        if unsent is not None:
+            unsent[0].cancel()
         self._rest.forget(slug)
 
     def universe_changed(self) -> None:
@@ -498,11 +506,16 @@ class Feed:
             if entry.slug not in self._inflight:
                 self.seeds.want_crossed(entry.slug, entry.last_update_ms, time.monotonic())
                 self._wake.set()
+            elif entry.slug not in self._unsent:
+                # The call in flight went out before this book: its answer may be older
+                # than what was held before the crossing. Fetch again once it is done.
+                self._again[entry.slug] = "crossed"
         else:
             if self.seeds.has_crossed:
                 self.seeds.uncrossed(entry.slug)
-            if entry.slug in self.seeds or entry.slug in self._unsent:
-                self._book_arrived(entry.slug)
+            slug = entry.slug
+            if slug in self.seeds or slug in self._unsent or slug in self._again:
+                self._book_arrived(slug)
 
     def _book_arrived(self, slug: str) -> None:
         """A full WebSocket book was applied: a seed not sent yet is no longer worth a REST
@@ -511,6 +524,10 @@ class Feed:
         Audits stay: they exist to compare REST with what the WebSocket gave us.
         """
         reason: str | None
+        again = self._again.get(slug)
+        if again is not None and again != "audit":
+            del self._again[slug]  # the sent call's answer is superseded by this book anyway
+            self.stats.seeds_skipped += 1
         unsent = self._unsent.get(slug)
         if unsent is not None:
             scope, reason = unsent
@@ -570,10 +587,15 @@ class Feed:
 
     def _request_seed(self, slug: str, reason: str) -> None:
         if slug in self._inflight:
-            # A call not sent yet answers this request too. One already sent may carry a
-            # book from before what made this request (a resubscribe after a drop): ask
-            # again once it is done, unless this is only a check.
-            if slug not in self._unsent and reason not in CHECK_REASONS:
+            # A call not sent yet answers this request too, unless it was withdrawn. One
+            # already sent may carry a book from before what made this request (a
+            # resubscribe after a drop): ask again once it is done, unless this is only a
+            # check.
+            unsent = self._unsent.get(slug)
+            if unsent is None:
+                if reason not in CHECK_REASONS:
+                    self._again.setdefault(slug, reason)
+            elif unsent[0].cancel_called:
                 self._again.setdefault(slug, reason)
             return
         entry = self.universe.markets.get(slug)
@@ -599,7 +621,8 @@ class Feed:
                 continue
             slug, reason = item
             if slug in self._inflight:
-                continue  # the other seeder's call answers this request too
+                self._request_seed(slug, reason)  # answered by that call, or asked again
+                continue
             self._inflight.add(slug)
             done = False
             try:
@@ -614,7 +637,7 @@ class Feed:
                     elif again is not None:
                         self.seeds.want(slug, again, 0, time.monotonic())
 
-    def _seed_failed(self, entry: MarketEntry, slug: str, reason: str, exc: RestError) -> None:
+    def _seed_failed(self, entry: MarketEntry, slug: str, reason: str, exc: Exception) -> None:
         self.stats.seed_failures += 1
         if self.universe.get(slug) is not entry:
             return
@@ -634,6 +657,10 @@ class Feed:
 
         def sent(tag: str | None) -> None:  # it goes out now: it cannot be withdrawn
             nonlocal before, reason
+            if unsent.cancel_called:
+                # Withdrawn, but this task woke before the cancellation reached it: stop
+                # the request here, before it is written.
+                raise _Withdrawn
             before = sync.stats.applied
             self._unsent.pop(slug, None)
             if tag is not None:  # a replay: the live run's request was for this reason
@@ -646,10 +673,12 @@ class Feed:
             except RestError as exc:
                 self._seed_failed(entry, slug, reason, exc)
                 return
+            except _Withdrawn:
+                return
             finally:
                 self._unsent.pop(slug, None)
-        if unsent.cancelled_caught:
-            return  # a WebSocket book made it unnecessary before it was sent
+        if unsent.cancel_called:
+            return  # withdrawn before it was sent (a WebSocket book, or the market left)
         self.seeds.succeeded(slug)
         if self.universe.get(slug) is not entry:
             return  # removed (or removed and re-added) while we were fetching
@@ -681,8 +710,10 @@ class Feed:
                 BookSnapshot(slug, token, payload.bids, payload.asks, None, recv_ts)
             )
         except InvalidLevel as exc:
+            # Not applied: the held book may be from before a drop. Ask again later, as for
+            # any failed seed, rather than leave it unconfirmed until a probe.
             self.stats.invalid_books += 1
-            logger.warning("invalid REST book for %s: %s", slug, exc)
+            self._seed_failed(entry, slug, reason, exc)
             return
         entry.last_update_ms = mono_ms()
         self.stats.seeds[reason] += 1
@@ -745,6 +776,10 @@ def same_book(book: OrderBook, payload: OrderbookPayload) -> bool:
     except InvalidLevel:
         return False
     return rest == book
+
+
+class _Withdrawn(Exception):
+    """A seed withdrawn after its task was woken to send it (internal to the feed)."""
 
 
 class _Exception(msgspec.Struct):
