@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from decimal import Decimal
 from functools import partial
 from typing import Any
 
@@ -30,16 +29,9 @@ from streamer.config import load_settings
 from streamer.feed import Feed
 from streamer.metrics import Metrics
 from streamer.simulator import Simulator, SimulatorConfig
+from tests.books import numeric
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
-
-
-def numeric(book_levels: tuple[list[tuple[str, str]], list[tuple[str, str]]],
-            ) -> tuple[list[tuple[Decimal, Decimal]], list[tuple[Decimal, Decimal]]]:
-    """Book levels (wire text) as Decimals, to compare with the simulator's books."""
-    bids, asks = book_levels
-    return ([(Decimal(p), Decimal(s)) for p, s in bids],
-            [(Decimal(p), Decimal(s)) for p, s in asks])
 
 
 @dataclass
