@@ -125,7 +125,7 @@ def jittered_backoff(initial_s: float, cap_s: float, *, factor: float = 2.0,
                      jitter: float = 0.2) -> Iterator[float]:
     """Endless retry delays: ``initial_s`` growing by ``factor`` up to ``cap_s``, each ±jitter.
 
-    (``sinks`` may not import ``streamer.retry``; this is its twin for the sinks' own loops.)
+    (``sinks`` may not import ``streamer.feed.retry``; this is its twin for the sinks' own loops.)
     """
     delay = initial_s
     while True:

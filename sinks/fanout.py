@@ -68,7 +68,7 @@ the daemon exactly as for any record it emits, so that ``seq`` stays contiguous 
 consumer), or ``None``. A :class:`Fanout` with a ``conflate`` sink requires one.
 
 Backoff: ``sinks`` may not import ``streamer``, so ``backoff`` is a zero-argument factory of
-delay iterators; ``streamer.retry.Backoff(...).delays`` fits as is. The default is a local
+delay iterators; ``streamer.feed.retry.Backoff(...).delays`` fits as is. The default is a local
 jittered exponential (0.5 s doubling to 30 s, ±20 %).
 """
 

@@ -51,7 +51,7 @@ from prometheus_client import CollectorRegistry
 from orderbook.replay import Replayer
 from sinks.records import Book, BookDelta, Record, decode_record
 from streamer.config import load_settings
-from streamer.feed import Feed
+from streamer.feed.feed import Feed
 from streamer.metrics import Metrics
 from streamer.recording import run_daemon as run_recorded
 from streamer.simulator import SimulatorConfig

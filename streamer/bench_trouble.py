@@ -42,7 +42,7 @@ from sinks.memory import MemorySink
 from sinks.records import MarketInfo, Record, Status, decode_record
 from streamer import app
 from streamer.config import load_settings
-from streamer.feed import Feed
+from streamer.feed.feed import Feed
 from streamer.metrics import Metrics
 from streamer.simulator import Simulator, SimulatorConfig
 

@@ -25,8 +25,8 @@ from streamer.addr import parse_addr
 from streamer.allowances import AllowanceSettings, check_allowance_credentials
 from streamer.auth import Credentials, credentials_from_env
 from streamer.errors import ConfigError
+from streamer.feed.retry import Backoff
 from streamer.private import PrivateSettings, check_private_config
-from streamer.retry import Backoff
 
 DEFAULT_API_URL: Final = "https://api.limitless.exchange"
 DEFAULT_WS_URL: Final = "wss://ws.limitless.exchange"

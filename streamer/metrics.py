@@ -1,7 +1,7 @@
 """Prometheus export: the only module that imports ``prometheus_client``.
 
 The hot path never touches Prometheus. The feed, the synchronizers and the fan-out count
-in plain ints (:class:`~streamer.feed.FeedStats`, :class:`~orderbook.sync.SyncStats`,
+in plain ints (:class:`~streamer.feed.feed.FeedStats`, :class:`~orderbook.sync.SyncStats`,
 :class:`~sinks.fanout.SinkStats`); :class:`StatsCollector` reads them at scrape time, in
 the event-loop thread (the HTTP server in :mod:`streamer.health` runs there too, so a
 scrape never races a mutation). Only histograms need work at event time, and that work
@@ -115,8 +115,8 @@ from streamer.transport.rest import ENDPOINT_ACTIVE, ENDPOINT_MARKET, ENDPOINT_O
 if TYPE_CHECKING:
     from sinks.fanout import SinkStats
     from sinks.records import Record
-    from streamer.feed import FeedStats
-    from streamer.universe import MarketEntry, Universe
+    from streamer.feed.feed import FeedStats
+    from streamer.feed.universe import MarketEntry, Universe
 
 __all__ = [
     "DIVERGENT_REASONS",
@@ -209,7 +209,7 @@ class RestStats:
 
 
 class FeedLike(Protocol):
-    """What the collector reads from the feed (``streamer.feed.Feed`` fits)."""
+    """What the collector reads from the feed (``streamer.feed.feed.Feed`` fits)."""
 
     @property
     def stats(self) -> FeedStats: ...
@@ -226,7 +226,7 @@ class FanoutLike(Protocol):
 
 
 class BudgetLike(Protocol):
-    """What the collector reads from the REST rate budget (``streamer.budget.RateBudget``)."""
+    """What the collector reads from the REST rate budget (``streamer.feed.budget.RateBudget``)."""
 
     acquired: int
     waited_s: float

@@ -70,10 +70,11 @@ if sys.version_info >= (3, 14):
 else:
     from backports import zstd
 
-from streamer import __version__, clock
-from streamer.clock import wall_ms
+from streamer import __version__
 from streamer.config import RecordSettings
-from streamer.supervisor import Connect
+from streamer.feed import clock
+from streamer.feed.clock import wall_ms
+from streamer.feed.supervisor import Connect
 from streamer.transport.websocket import Transport
 
 logger = logging.getLogger(__name__)
@@ -382,7 +383,7 @@ def describe(exc: BaseException) -> str:
 class RecordingTransport(httpx.AsyncBaseTransport):
     """An httpx transport that records every response it returns (never the request).
 
-    The receive time is also *pinned* (:func:`streamer.clock.pin`) for the calling task,
+    The receive time is also *pinned* (:func:`streamer.feed.clock.pin`) for the calling task,
     so the feed stamps a REST-seeded book with exactly the recorded time.
     """
 
@@ -677,9 +678,9 @@ class RecorderCollector(Collector):
 async def run_daemon(settings: Any, credentials: Any, **kwargs: Any) -> None:
     """:func:`streamer.app.run`, recording to ``settings.record.dir`` when it is set."""
     from streamer import app
+    from streamer.feed.supervisor import default_connect
     from streamer.metrics import Metrics
     from streamer.replay import recorded_settings
-    from streamer.supervisor import default_connect
     from streamer.transport.rest import _secret_values
 
     if settings.record.dir is None:

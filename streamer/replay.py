@@ -18,7 +18,7 @@ and REST responses is the live one:
 - a recorded session close ends the replayed session; a recorded open answers the
   supervisor's next connect.
 
-Time: :mod:`streamer.clock` reads the recorded receive time of the entry being
+Time: :mod:`streamer.feed.clock` reads the recorded receive time of the entry being
 handed over, so records carry the live run's times (a REST-seeded ``book``'s ``ts``
 included) and markets expire as they did live, whatever the wall clock says. Timers
 do not replay: staleness probes, audits, discovery re-polls and the allowance watcher
@@ -45,10 +45,11 @@ import httpx
 import msgspec
 
 from sinks.fanout import SinkSpec
-from streamer import clock, recording
+from streamer import recording
 from streamer.config import Settings, load_settings
 from streamer.errors import ConnectError, ConnectionLost, StreamerError
-from streamer.feed import Feed
+from streamer.feed import clock
+from streamer.feed.feed import Feed
 from streamer.metrics import Metrics
 from streamer.recording import (
     CLOSE,

@@ -10,9 +10,9 @@ import anyio.lowlevel
 import httpx
 import pytest
 
-from streamer.budget import PaceCore, RatePacer
 from streamer.errors import RestError
-from streamer.retry import Backoff
+from streamer.feed.budget import PaceCore, RatePacer
+from streamer.feed.retry import Backoff
 from streamer.transport.rest import RestClient, RetryPolicy
 
 

@@ -47,16 +47,16 @@ from sinks.gate import PublishGate
 from sinks.memory import MemorySink
 from sinks.records import Record
 from streamer.app import Discovery
-from streamer.budget import RatePacer
 from streamer.config import Settings, load_settings
-from streamer.feed import Feed
+from streamer.feed.budget import RatePacer
+from streamer.feed.feed import Feed
+from streamer.feed.supervisor import run_feed
+from streamer.feed.universe import Universe
 from streamer.health import serve_http
 from streamer.lease import Lease, make_backend, parse_lease_url
 from streamer.metrics import Metrics
 from streamer.simulator import Simulator, SimulatorConfig
-from streamer.supervisor import run_feed
 from streamer.transport.rest import RestClient, RetryPolicy
-from streamer.universe import Universe
 from tests.test_metrics import FakeFeed, add_market
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 
 from orderbook.types import PriceLevel
-from streamer.depth import top_levels
+from streamer.feed.depth import top_levels
 
 
 def lv(price: str, size: str) -> PriceLevel:

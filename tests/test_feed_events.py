@@ -10,9 +10,9 @@ import pytest
 
 from sinks.fanout import Fanout
 from streamer.config import load_settings
-from streamer.feed import Feed
+from streamer.feed.feed import Feed
+from streamer.feed.universe import Universe
 from streamer.transport.rest import RestClient
-from streamer.universe import Universe
 
 
 @pytest.fixture
@@ -26,7 +26,7 @@ async def feed() -> Feed:
 async def test_many_unknown_event_names_share_one_log_key(
     feed: Feed, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="streamer.feed")
+    caplog.set_level(logging.WARNING, logger="streamer.feed.feed")
     for i in range(5_000):
         feed._on_event(f"invented{i}", msgspec.Raw(b"{}"))
     assert feed.stats.unknown_events.total() == 5_000
@@ -39,7 +39,7 @@ async def test_many_unknown_event_names_share_one_log_key(
 async def test_exception_events_are_logged_with_their_message_and_counted(
     feed: Feed, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="streamer.feed")
+    caplog.set_level(logging.WARNING, logger="streamer.feed.feed")
     payload = b'{"status":"error","message":"Unauthorized: subscribe_positions needs auth"}'
     feed._on_event("exception", msgspec.Raw(payload))
     assert feed.stats.exceptions == 1

@@ -16,10 +16,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from streamer.addr import parse_addr
 from streamer.errors import ConfigError
-from streamer.feed import FeedStats
+from streamer.feed.feed import FeedStats
+from streamer.feed.universe import Universe
 from streamer.health import HttpApp, serve_http
 from streamer.metrics import Metrics
-from streamer.universe import Universe
 from tests.test_metrics import FakeFeed, add_market
 
 

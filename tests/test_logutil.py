@@ -39,7 +39,7 @@ def lines(stream: io.StringIO) -> list[dict[str, object]]:
 def test_setup_logging_auto_writes_json_lines_when_not_a_tty() -> None:
     out = io.StringIO()
     setup_logging("info", "auto", env={}, stream=out)
-    log = logging.getLogger("streamer.feed")
+    log = logging.getLogger("streamer.feed.feed")
     log.info("feed connected: %s joined", "/markets", extra={"market": "btc", "n": 3})
     log.debug("not shown")
     try:
@@ -47,7 +47,7 @@ def test_setup_logging_auto_writes_json_lines_when_not_a_tty() -> None:
     except ValueError:
         log.exception("fatal")
     first, second = lines(out)
-    assert first["level"] == "info" and first["logger"] == "streamer.feed"
+    assert first["level"] == "info" and first["logger"] == "streamer.feed.feed"
     assert first["msg"] == "feed connected: /markets joined"
     assert first["market"] == "btc" and first["n"] == 3
     assert str(first["ts"]).endswith("Z")

@@ -22,17 +22,17 @@ from sinks.fanout import Fanout, SinkSpec, SinkState
 from sinks.memory import MemorySink
 from sinks.records import MarketInfo, Status
 from sinks.spool import Spool
-from streamer.budget import RatePacer
-from streamer.feed import FeedStats
+from streamer.feed.budget import RatePacer
+from streamer.feed.feed import FeedStats
+from streamer.feed.retry import Backoff
+from streamer.feed.universe import MarketEntry, Universe
 from streamer.metrics import (
     PREFIX,
     Histogram,
     Metrics,
     feed_readiness,
 )
-from streamer.retry import Backoff
 from streamer.transport.rest import ENDPOINT_ORDERBOOK, RestClient, RetryPolicy
-from streamer.universe import MarketEntry, Universe
 
 P = PREFIX
 

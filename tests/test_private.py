@@ -15,13 +15,13 @@ from hypothesis import strategies as st
 from sinks.records import OrderEvent, Position, PrivateRaw, Tx, decode_record, encode
 from streamer.auth import ApiKey, HmacCredentials
 from streamer.errors import RestError
+from streamer.feed.retry import Backoff
 from streamer.private import (
     EventIdWindow,
     PrivateChannels,
     PrivateSettings,
     check_private_config,
 )
-from streamer.retry import Backoff
 from streamer.transport.rest import RestClient, RetryPolicy
 
 SECRET = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from orderbook import OrderBook, PriceLevel
-from streamer.feed import same_book
+from streamer.feed.feed import same_book
 from streamer.protocol.messages import OrderbookPayload
 
 

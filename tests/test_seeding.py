@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import random
 
-from streamer.retry import Backoff
-from streamer.seeding import SeedQueue
+from streamer.feed.retry import Backoff
+from streamer.feed.seeding import SeedQueue
 
 NO_JITTER = Backoff(initial_s=1.0, factor=2.0, cap_s=4.0, jitter=0.0)
 

@@ -22,8 +22,8 @@ from streamer.errors import (
     RestError,
     ServerDisconnect,
 )
-from streamer.retry import Backoff
-from streamer.supervisor import Action, ReconnectPolicy, classify, run_feed
+from streamer.feed.retry import Backoff
+from streamer.feed.supervisor import Action, ReconnectPolicy, classify, run_feed
 from streamer.transport.memory import MemoryTransport
 from streamer.transport.websocket import ENGINEIO_PATH, Transport, open_websocket
 

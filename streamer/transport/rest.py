@@ -33,6 +33,7 @@ import msgspec
 
 from streamer.auth import ApiKey, Credentials, auth_headers
 from streamer.errors import RestError
+from streamer.feed.retry import Backoff
 from streamer.protocol.messages import (
     ACTIVE_PAGE_DECODER,
     MARKET_DECODER,
@@ -42,7 +43,6 @@ from streamer.protocol.messages import (
     OrderbookPayload,
     Venue,
 )
-from streamer.retry import Backoff
 
 logger = logging.getLogger(__name__)
 
@@ -174,7 +174,7 @@ OnSend = Callable[[str | None], None]
 
 
 class Limiter(Protocol):
-    """A shared request pace (:class:`streamer.budget.RatePacer`)."""
+    """A shared request pace (:class:`streamer.feed.budget.RatePacer`)."""
 
     def slot(self) -> AbstractAsyncContextManager[None]: ...
 

@@ -26,7 +26,7 @@ from sinks.url import parse_sink_url
 from streamer import app
 from streamer.config import load_settings
 from streamer.errors import ConfigError
-from streamer.feed import Feed
+from streamer.feed.feed import Feed
 from streamer.metrics import Metrics
 from streamer.simulator import Simulator, SimulatorConfig
 from tests.books import numeric

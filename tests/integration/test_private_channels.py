@@ -22,6 +22,8 @@ from sinks.records import OrderEvent, Position, PrivateRaw, Record, Tx, encode
 from streamer.auth import HmacCredentials, auth_headers
 from streamer.config import FeedSettings
 from streamer.errors import ConnectError, RestError, ServerDisconnect
+from streamer.feed.retry import Backoff
+from streamer.feed.supervisor import run_feed
 from streamer.private import PrivateChannels, PrivateSettings
 from streamer.protocol.session import (
     Disconnected,
@@ -29,9 +31,7 @@ from streamer.protocol.session import (
     NamespaceConnected,
     SocketIOProtocol,
 )
-from streamer.retry import Backoff
 from streamer.simulator import Simulator, SimulatorAddress, SimulatorAuth, SimulatorConfig
-from streamer.supervisor import run_feed
 from streamer.transport.rest import RestClient
 from streamer.transport.websocket import ENGINEIO_PATH, Transport, open_websocket
 

@@ -15,7 +15,7 @@ from sinks.records import Allowance, OrderEvent
 from streamer import app
 from streamer.auth import HmacCredentials
 from streamer.config import load_settings
-from streamer.feed import Feed
+from streamer.feed.feed import Feed
 from streamer.metrics import Metrics
 from streamer.simulator import Simulator, SimulatorConfig
 from streamer.simulator.auth import SimulatorAuth

@@ -23,7 +23,7 @@ from sinks.records import decode_record
 from streamer import app
 from streamer.cli import main
 from streamer.config import load_settings
-from streamer.feed import Feed
+from streamer.feed.feed import Feed
 from streamer.metrics import Metrics
 from streamer.simulator import Simulator, SimulatorConfig
 from streamer.tail import file_lines, summary, tail

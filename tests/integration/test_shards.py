@@ -14,10 +14,10 @@ from sinks.memory import MemorySink
 from streamer import app
 from streamer.config import load_settings
 from streamer.errors import ConfigError
-from streamer.feed import Feed
+from streamer.feed.feed import Feed
+from streamer.feed.universe import in_shard
 from streamer.metrics import Metrics
 from streamer.simulator import Simulator, SimulatorConfig
-from streamer.universe import in_shard
 
 
 def test_in_shard_puts_every_slug_in_exactly_one_shard() -> None:

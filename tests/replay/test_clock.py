@@ -1,4 +1,4 @@
-"""streamer.clock: virtual time and per-task pins."""
+"""streamer.feed.clock: virtual time and per-task pins."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from streamer import clock
+from streamer.feed import clock
 
 pytestmark = pytest.mark.anyio
 

@@ -12,10 +12,11 @@ import httpx
 import msgspec
 import pytest
 
-from streamer import clock, recording
+from streamer import recording
 from streamer.cli import _overrides, build_parser, main
 from streamer.config import RecordSettings, load_settings
 from streamer.errors import ConfigError, ConnectError, ConnectionLost
+from streamer.feed import clock
 from streamer.recording import (
     CLOSE,
     CONNECT_ERROR,

@@ -16,8 +16,8 @@ import pytest
 from orderbook.types import PriceLevel
 from streamer.auth import ApiKey, Credentials, HmacCredentials, iso_timestamp, sign
 from streamer.errors import RestError, TransportError
+from streamer.feed.retry import Backoff
 from streamer.protocol.messages import Market, Venue
-from streamer.retry import Backoff
 from streamer.transport.rest import USER_AGENT, RestClient, RetryPolicy
 
 BASE = "https://api.test"

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final
 
-from streamer.retry import Backoff
+from streamer.feed.retry import Backoff
 
 URGENT_REASONS: Final = frozenset({"crossed", "divergence"})
 """Seed reasons served before the least-recently-verified order."""

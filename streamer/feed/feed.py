@@ -43,9 +43,7 @@ from sinks.records import (
     new_run_id,
     record_type,
 )
-from streamer.clock import now_ms as now_ms  # re-exported: app, bench
 from streamer.config import Settings
-from streamer.depth import top_levels
 from streamer.errors import (
     ConnectRefused,
     HeartbeatTimeout,
@@ -53,6 +51,10 @@ from streamer.errors import (
     ServerDisconnect,
     SinkBlocked,
 )
+from streamer.feed.clock import now_ms as now_ms  # re-exported: app, bench
+from streamer.feed.depth import top_levels
+from streamer.feed.seeding import SeedQueue
+from streamer.feed.universe import MarketEntry, Universe
 from streamer.histogram import FEED_LATENCY_BUCKETS, Histogram
 from streamer.logutil import RateLimitedLog
 from streamer.private import PrivateChannels
@@ -75,10 +77,8 @@ from streamer.protocol.session import (
 from streamer.protocol.session import (
     ConnectRefused as ConnectRefusedEvent,
 )
-from streamer.seeding import SeedQueue
 from streamer.transport.rest import RestClient
 from streamer.transport.websocket import Transport
-from streamer.universe import MarketEntry, Universe
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""The market-data path: sessions, books, seeds, the REST pace."""
