@@ -2,7 +2,7 @@
 
 A daemon started with ``--lease`` runs hot (connected, subscribed, books kept) whether or
 not it holds the lease; the :class:`PublishGate` decides what reaches the sinks. The lease
-task (:mod:`streamer.lease`) opens it for a new run when it acquires the lease, moves its
+task (:mod:`streamer.ha.lease`) opens it for a new run when it acquires the lease, moves its
 deadline on with every renewal, and closes it when a renewal fails. The deadline is on the
 monotonic clock, which keeps running while the process is stopped: a holder frozen by
 SIGSTOP past its deadline finds the gate shut when it resumes, before its lease task has

@@ -32,18 +32,18 @@ from sinks.base import SinkMisconfigured
 from sinks.fanout import Fanout, SinkSpec
 from sinks.gate import PublishGate
 from streamer import __version__
-from streamer.allowances import AllowanceWatcher
-from streamer.auth import Credentials
 from streamer.config import Settings
 from streamer.errors import ConfigError, RestError
 from streamer.feed.budget import RatePacer
 from streamer.feed.feed import Feed, now_ms
 from streamer.feed.supervisor import Connect, run_feed
 from streamer.feed.universe import Universe, expand, in_shard, is_live, is_resolved
-from streamer.health import serve_http
-from streamer.lease import Lease, make_backend, parse_lease_url
-from streamer.metrics import Metrics
-from streamer.private import PrivateChannels
+from streamer.ha.lease import Lease, make_backend, parse_lease_url
+from streamer.ops.health import serve_http
+from streamer.ops.metrics import Metrics
+from streamer.partner.allowances import AllowanceWatcher
+from streamer.partner.auth import Credentials
+from streamer.partner.private import PrivateChannels
 from streamer.protocol.messages import Market
 from streamer.transport.rest import RestClient, RetryPolicy
 

@@ -52,8 +52,8 @@ from orderbook.replay import Replayer
 from sinks.records import Book, BookDelta, Record, decode_record
 from streamer.config import load_settings
 from streamer.feed.feed import Feed
-from streamer.metrics import Metrics
-from streamer.recording import run_daemon as run_recorded
+from streamer.ops.metrics import Metrics
+from streamer.recording.recorder import run_daemon as run_recorded
 from streamer.simulator import SimulatorConfig
 from streamer.simulator.exchange import BookUpdate, Exchange
 from streamer.simulator.rest import Quirks, market_payload, orderbook_payload

@@ -40,7 +40,7 @@ from orderbook.errors import InvalidLevel
 from streamer.bench import LatencyMetrics, _set
 from streamer.config import load_settings
 from streamer.feed.feed import Feed
-from streamer.metrics import feed_readiness
+from streamer.ops.metrics import feed_readiness
 from streamer.protocol.messages import ORDERBOOK_DECODER
 
 

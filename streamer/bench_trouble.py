@@ -43,7 +43,7 @@ from sinks.records import MarketInfo, Record, Status, decode_record
 from streamer import app
 from streamer.config import load_settings
 from streamer.feed.feed import Feed
-from streamer.metrics import Metrics
+from streamer.ops.metrics import Metrics
 from streamer.simulator import Simulator, SimulatorConfig
 
 FAST_BACKOFF: dict[str, Any] = {"initial_s": 0.2, "cap_s": 2.0}

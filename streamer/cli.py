@@ -318,7 +318,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
 
 def _cmd_run(ns: argparse.Namespace, env: Mapping[str, str]) -> int:
     from streamer.config import load_credentials, load_settings
-    from streamer.logutil import setup_logging
+    from streamer.ops.logutil import setup_logging
 
     settings = load_settings(ns.config, _overrides(ns))
     credentials = load_credentials(env, settings)
@@ -327,15 +327,15 @@ def _cmd_run(ns: argparse.Namespace, env: Mapping[str, str]) -> int:
     logger.info("limitless-streamer %s starting: api %s, ws %s, sinks %s", __version__,
                 settings.api_url, settings.ws_url, ", ".join(settings.sinks),
                 extra={"url": settings.api_url, "sink": ", ".join(settings.sinks)})
-    from streamer.recording import run_daemon
+    from streamer.recording.recorder import run_daemon
 
     return _run_guarded(lambda: run_daemon(settings, credentials))
 
 
 def _cmd_simulate(ns: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from streamer.auth import HmacCredentials
     from streamer.config import load_credentials
-    from streamer.logutil import setup_logging
+    from streamer.ops.logutil import setup_logging
+    from streamer.partner.auth import HmacCredentials
     from streamer.simulator import Simulator
     from streamer.simulator.auth import SimulatorAuth
 
@@ -366,8 +366,8 @@ def _cmd_simulate(ns: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 def _cmd_demo(ns: argparse.Namespace) -> int:
     from streamer.config import load_settings
-    from streamer.logutil import setup_logging
-    from streamer.recording import run_daemon
+    from streamer.ops.logutil import setup_logging
+    from streamer.recording.recorder import run_daemon
     from streamer.simulator import Simulator
 
     credentials, auth = _demo_credentials() if ns.private else (None, None)
@@ -424,7 +424,7 @@ def _demo_credentials() -> tuple[Any, Any]:
     import base64
     import secrets
 
-    from streamer.auth import HmacCredentials
+    from streamer.partner.auth import HmacCredentials
     from streamer.simulator.auth import SimulatorAuth
 
     token_id = "demo-" + secrets.token_hex(4)
@@ -433,9 +433,9 @@ def _demo_credentials() -> tuple[Any, Any]:
 
 
 def _cmd_allowances(ns: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from streamer.allowances import allowances_command, check_allowance_credentials
     from streamer.config import DEFAULT_API_URL, load_credentials, load_settings
-    from streamer.logutil import setup_logging
+    from streamer.ops.logutil import setup_logging
+    from streamer.partner.allowances import allowances_command, check_allowance_credentials
 
     api_url = ns.api_url or DEFAULT_API_URL
     load_settings(None, {"api_url": api_url, "all_markets": True})  # validates the URL
@@ -457,8 +457,8 @@ def _cmd_allowances(ns: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 def _cmd_replay(ns: argparse.Namespace) -> int:
-    from streamer.logutil import setup_logging
-    from streamer.replay import replay
+    from streamer.ops.logutil import setup_logging
+    from streamer.recording.replay import replay
 
     if not ns.max_speed and not ns.speed > 0:
         raise ConfigError(f"--speed: must be > 0, got {ns.speed}")
@@ -480,7 +480,7 @@ def _cmd_replay(ns: argparse.Namespace) -> int:
 
 
 def _cmd_tail(ns: argparse.Namespace) -> int:
-    from streamer.tail import run_tail
+    from streamer.tools.tail import run_tail
 
     if _is_recording(ns.url):
         return _tail_recording(ns)
@@ -497,13 +497,13 @@ def _cmd_tail(ns: argparse.Namespace) -> int:
 
 
 def _is_recording(url: str) -> bool:
-    from streamer.recording import SUFFIX
+    from streamer.recording.recorder import SUFFIX
 
     return url.endswith(SUFFIX) or os.path.isdir(url)
 
 
 def _tail_recording(ns: argparse.Namespace) -> int:
-    from streamer import recording
+    from streamer.recording import recorder as recording
 
     try:
         entries = recording.load(ns.url, ns.run)[1]

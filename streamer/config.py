@@ -21,12 +21,12 @@ import msgspec
 from sinks.base import SinkConfigError
 from sinks.fanout import SinkSpec
 from sinks.url import parse_sink_url
-from streamer.addr import parse_addr
-from streamer.allowances import AllowanceSettings, check_allowance_credentials
-from streamer.auth import Credentials, credentials_from_env
 from streamer.errors import ConfigError
 from streamer.feed.retry import Backoff
-from streamer.private import PrivateSettings, check_private_config
+from streamer.ops.addr import parse_addr
+from streamer.partner.allowances import AllowanceSettings, check_allowance_credentials
+from streamer.partner.auth import Credentials, credentials_from_env
+from streamer.partner.private import PrivateSettings, check_private_config
 
 DEFAULT_API_URL: Final = "https://api.limitless.exchange"
 DEFAULT_WS_URL: Final = "wss://ws.limitless.exchange"
@@ -262,7 +262,7 @@ def _validate(s: Settings) -> None:
     if s.depth is not None and s.depth < 1:
         raise ConfigError(f"depth: must be >= 1, got {s.depth}")
     if s.lease is not None:
-        from streamer.lease import parse_lease_url
+        from streamer.ha.lease import parse_lease_url
 
         parse_lease_url(s.lease)  # raises ConfigError naming "lease"
     positive = {

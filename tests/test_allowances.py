@@ -17,7 +17,8 @@ import msgspec
 import pytest
 
 from sinks.records import Allowance, Record, decode_record, encode
-from streamer.allowances import (
+from streamer.errors import ConfigError
+from streamer.partner.allowances import (
     AllowanceResponse,
     AllowanceSettings,
     AllowanceWatcher,
@@ -29,8 +30,7 @@ from streamer.allowances import (
     decide,
     retry_in_flight,
 )
-from streamer.auth import ApiKey, HmacCredentials
-from streamer.errors import ConfigError
+from streamer.partner.auth import ApiKey, HmacCredentials
 from streamer.simulator import Simulator, SimulatorAddress, SimulatorAuth, SimulatorConfig
 from streamer.transport.rest import RestClient
 

@@ -1,4 +1,4 @@
-"""Tests for streamer.auth: the §1.4 signing vectors, timestamps, redaction, env selection."""
+"""Tests for streamer.partner.auth: §1.4 signing vectors, timestamps, redaction, env selection."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from streamer.auth import (
+from streamer.partner.auth import (
     ApiKey,
     HmacCredentials,
     InvalidSecretError,

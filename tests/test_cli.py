@@ -244,7 +244,7 @@ def test_cli_unwritable_file_sink_exits_2_at_startup(
 def test_bind_error_names_the_address_and_the_flag() -> None:
     import errno
 
-    from streamer.addr import bind_error
+    from streamer.ops.addr import bind_error
 
     exc = bind_error("--metrics-addr", "127.0.0.1", 9464,
                      OSError(errno.EADDRINUSE, "Address already in use"), field="metrics_addr")

@@ -52,9 +52,9 @@ from streamer.feed.budget import RatePacer
 from streamer.feed.feed import Feed
 from streamer.feed.supervisor import run_feed
 from streamer.feed.universe import Universe
-from streamer.health import serve_http
-from streamer.lease import Lease, make_backend, parse_lease_url
-from streamer.metrics import Metrics
+from streamer.ha.lease import Lease, make_backend, parse_lease_url
+from streamer.ops.health import serve_http
+from streamer.ops.metrics import Metrics
 from streamer.simulator import Simulator, SimulatorConfig
 from streamer.transport.rest import RestClient, RetryPolicy
 from tests.test_metrics import FakeFeed, add_market

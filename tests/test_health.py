@@ -1,4 +1,4 @@
-"""streamer.health: /healthz, /readyz and /metrics over loopback."""
+"""streamer.ops.health: /healthz, /readyz and /metrics over loopback."""
 
 from __future__ import annotations
 
@@ -14,12 +14,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from streamer.addr import parse_addr
 from streamer.errors import ConfigError
 from streamer.feed.feed import FeedStats
 from streamer.feed.universe import Universe
-from streamer.health import HttpApp, serve_http
-from streamer.metrics import Metrics
+from streamer.ops.addr import parse_addr
+from streamer.ops.health import HttpApp, serve_http
+from streamer.ops.metrics import Metrics
 from tests.test_metrics import FakeFeed, add_market
 
 

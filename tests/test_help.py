@@ -11,8 +11,8 @@ import pytest
 
 from streamer import bench, bench_sinks, schema
 from streamer.cli import ENV_HELP, EXIT_STATUS_HELP, HELP_WIDTH, build_parser
-from streamer.synopsis import BEGIN, END, render, replace_block
-from streamer.synopsis import main as synopsis_main
+from streamer.tools.synopsis import BEGIN, END, render, replace_block
+from streamer.tools.synopsis import main as synopsis_main
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -56,7 +56,7 @@ def test_readme_synopsis_matches_help() -> None:
     text = README.read_text(encoding="utf-8")
     assert BEGIN in text and END in text
     assert replace_block(text, render()) == text, (
-        "README synopsis is out of date: run python -m streamer.synopsis --write README.md"
+        "README synopsis is out of date: run python -m streamer.tools.synopsis --write README.md"
     )
 
 

@@ -7,7 +7,7 @@ import pytest
 from sinks.gate import PublishGate
 from sinks.records import SCHEMA_VERSION, Status
 from streamer.errors import ConfigError
-from streamer.lease import Lease, LeaseUnavailable, parse_lease_url
+from streamer.ha.lease import Lease, LeaseUnavailable, parse_lease_url
 
 pytestmark = pytest.mark.anyio
 

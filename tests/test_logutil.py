@@ -1,4 +1,4 @@
-"""streamer.logutil: JSON lines, format choice, secret redaction."""
+"""streamer.ops.logutil: JSON lines, format choice, secret redaction."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from streamer.logutil import FIELDS, RedactingFilter, fields, secret_values, setup_logging
+from streamer.ops.logutil import FIELDS, RedactingFilter, fields, secret_values, setup_logging
 
 SECRET = "c2VjcmV0LWhtYWMta2V5LWJ5dGVz"
 API_KEY = "lmts_0123456789abcdef"
@@ -163,4 +163,4 @@ def test_every_log_extra_in_the_code_uses_the_documented_field_names() -> None:
             tree = ast.parse(path.read_text(encoding="utf-8"))
             wrong += [f"{path.relative_to(root)}:{line}: {key}"
                       for line, key in _extra_keys(tree) if key not in FIELDS]
-    assert not wrong, "log fields outside streamer.logutil.FIELDS: " + ", ".join(wrong)
+    assert not wrong, "log fields outside streamer.ops.logutil.FIELDS: " + ", ".join(wrong)

@@ -1,4 +1,4 @@
-"""streamer.metrics: values read from the live stats objects at scrape time."""
+"""streamer.ops.metrics: values read from the live stats objects at scrape time."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from streamer.feed.budget import RatePacer
 from streamer.feed.feed import FeedStats
 from streamer.feed.retry import Backoff
 from streamer.feed.universe import MarketEntry, Universe
-from streamer.metrics import (
+from streamer.ops.metrics import (
     PREFIX,
     Histogram,
     Metrics,

@@ -13,10 +13,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sinks.records import OrderEvent, Position, PrivateRaw, Tx, decode_record, encode
-from streamer.auth import ApiKey, HmacCredentials
 from streamer.errors import RestError
 from streamer.feed.retry import Backoff
-from streamer.private import (
+from streamer.partner.auth import ApiKey, HmacCredentials
+from streamer.partner.private import (
     EventIdWindow,
     PrivateChannels,
     PrivateSettings,
@@ -274,14 +274,14 @@ def test_auth_exception_counted_every_time_logged_once_per_session(
 ) -> None:
     channels = PrivateChannels(ALL)
     rejected = raw({"status": "error", "message": "Unauthorized: subscribe_positions"})
-    caplog.set_level(logging.WARNING, logger="streamer.private")
+    caplog.set_level(logging.WARNING, logger="streamer.partner.private")
     channels.subscribe_frames()
     for _ in range(3):
         assert one(channels.handle("exception", rejected, T0)).reason == "auth_rejected"
     channels.subscribe_frames()  # a new session
     channels.handle("exception", text('"Forbidden"'), T0)
     assert channels.stats.auth_rejections == 4
-    warnings = [r for r in caplog.records if r.name == "streamer.private"]
+    warnings = [r for r in caplog.records if r.name == "streamer.partner.private"]
     assert len(warnings) == 2 and "Unauthorized" in warnings[0].getMessage()
 
 

@@ -9,7 +9,6 @@ from contextlib import asynccontextmanager
 import anyio
 import pytest
 
-from streamer.auth import HmacCredentials, sign
 from streamer.config import FeedSettings
 from streamer.errors import (
     ConfigError,
@@ -24,6 +23,7 @@ from streamer.errors import (
 )
 from streamer.feed.retry import Backoff
 from streamer.feed.supervisor import Action, ReconnectPolicy, classify, run_feed
+from streamer.partner.auth import HmacCredentials, sign
 from streamer.transport.memory import MemoryTransport
 from streamer.transport.websocket import ENGINEIO_PATH, Transport, open_websocket
 

@@ -12,7 +12,7 @@ from orderbook.sync import BookSynchronizer
 from orderbook.types import BookSnapshot, PriceLevel
 from sinks.records import Record, encode_line
 from streamer.cli import main
-from streamer.tail import file_lines, summary, tail
+from streamer.tools.tail import file_lines, summary, tail
 
 
 def _records() -> tuple[list[Record], BookSynchronizer]:

@@ -55,9 +55,9 @@ from streamer.feed.clock import now_ms as now_ms  # re-exported: app, bench
 from streamer.feed.depth import top_levels
 from streamer.feed.seeding import SeedQueue
 from streamer.feed.universe import MarketEntry, Universe
-from streamer.histogram import FEED_LATENCY_BUCKETS, Histogram
-from streamer.logutil import RateLimitedLog
-from streamer.private import PrivateChannels
+from streamer.ops.histogram import FEED_LATENCY_BUCKETS, Histogram
+from streamer.ops.logutil import RateLimitedLog
+from streamer.partner.private import PrivateChannels
 from streamer.protocol.messages import (
     EVENT_DECODERS,
     OrderbookPayload,

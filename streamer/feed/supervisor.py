@@ -19,9 +19,9 @@ from typing import Final, Protocol
 import anyio
 from anyio.abc import TaskStatus
 
-from streamer.auth import Credentials, auth_headers
 from streamer.config import FeedSettings
 from streamer.errors import InvalidState, ProtocolError, TransportError
+from streamer.partner.auth import Credentials, auth_headers
 from streamer.transport.websocket import ENGINEIO_PATH, Transport, open_websocket
 
 logger = logging.getLogger(__name__)

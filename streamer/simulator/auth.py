@@ -1,7 +1,7 @@
 """The simulator's side of authentication: verifying what a client sent.
 
 Written from the API reference (§1.2–§1.4, §3.1) independently of the client's
-:mod:`streamer.auth`, so the tests compare two implementations of the signing rules:
+:mod:`streamer.partner.auth`, so the tests compare two implementations of the signing rules:
 
 * HMAC scoped token: ``lmts-api-key`` is the token id, ``lmts-timestamp`` an ISO-8601
   UTC time with exactly three fractional digits and ``Z`` (24 characters) that must lie

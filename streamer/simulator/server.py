@@ -12,7 +12,7 @@ import anyio
 import anyio.abc
 import msgspec
 
-from streamer.addr import bind_error
+from streamer.ops.addr import bind_error
 from streamer.simulator.account import Account
 from streamer.simulator.exchange import Exchange, Market, SimulatorConfig
 from streamer.simulator.rest import Quirks, RestHandler, RestServer, RestStats, orderbook_payload

@@ -31,9 +31,9 @@ import anyio
 import httpx
 import msgspec
 
-from streamer.auth import ApiKey, Credentials, auth_headers
 from streamer.errors import RestError
 from streamer.feed.retry import Backoff
+from streamer.partner.auth import ApiKey, Credentials, auth_headers
 from streamer.protocol.messages import (
     ACTIVE_PAGE_DECODER,
     MARKET_DECODER,

@@ -12,7 +12,7 @@ write is in its append-only file before the reply. What a broker acknowledged be
 is therefore still there after the restart, and any loss the tests see is the sink's.
 
 Kafka: one KRaft broker per test session (``kafka_broker``; a JVM takes seconds to start),
-from the jars ``scripts/fetch-kafka.sh`` caches (:mod:`streamer.kafka_local`); each test
+from the jars ``scripts/fetch-kafka.sh`` caches (:mod:`streamer.tools.kafka_local`); each test
 uses its own topic. It acknowledges ``acks=all`` once the record is in its log (the page
 cache): a SIGKILL of the process keeps it. The Kafka tests skip only where Java or Maven is
 missing (the jars cannot be had).
@@ -45,7 +45,7 @@ from redis.asyncio import Redis
 
 from sinks.kafka import KafkaConfig, topic_partitions
 from sinks.records import SCHEMA_VERSION, Book, BookDelta, Record, Status
-from streamer import kafka_local
+from streamer.tools import kafka_local
 
 START_TIMEOUT_S: Final = 60.0
 POLL_S: Final = 0.02

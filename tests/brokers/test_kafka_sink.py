@@ -27,7 +27,7 @@ from streamer import app
 from streamer.config import load_settings
 from streamer.errors import ConfigError
 from streamer.feed.feed import Feed
-from streamer.metrics import Metrics
+from streamer.ops.metrics import Metrics
 from streamer.simulator import Simulator, SimulatorConfig
 from tests.books import numeric
 from tests.brokers.conftest import (

@@ -29,7 +29,7 @@ from orderbook.replay import Replayer
 from orderbook.types import Book, BookDelta
 from sinks.records import Record, decode_record
 from streamer.simulator import Simulator, SimulatorConfig
-from streamer.tail_brokers import open_broker_source
+from streamer.tools.tail_brokers import open_broker_source
 from tests.books import numeric
 from tests.brokers.conftest import BrokerProcess, free_port
 

@@ -12,7 +12,7 @@ from sinks.fanout import Fanout, OverflowPolicy, SinkSpec
 from sinks.records import Record
 from sinks.url import parse_sink_url
 from streamer.errors import ConfigError
-from streamer.tail import open_source, tail
+from streamer.tools.tail import open_source, tail
 from tests.brokers.conftest import BrokerProcess, make_records
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration, pytest.mark.brokers]

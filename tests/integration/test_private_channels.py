@@ -19,12 +19,12 @@ import httpx
 import pytest
 
 from sinks.records import OrderEvent, Position, PrivateRaw, Record, Tx, encode
-from streamer.auth import HmacCredentials, auth_headers
 from streamer.config import FeedSettings
 from streamer.errors import ConnectError, RestError, ServerDisconnect
 from streamer.feed.retry import Backoff
 from streamer.feed.supervisor import run_feed
-from streamer.private import PrivateChannels, PrivateSettings
+from streamer.partner.auth import HmacCredentials, auth_headers
+from streamer.partner.private import PrivateChannels, PrivateSettings
 from streamer.protocol.session import (
     Disconnected,
     EventReceived,

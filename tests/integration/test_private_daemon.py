@@ -13,10 +13,10 @@ from sinks.fanout import SinkSpec
 from sinks.memory import MemorySink
 from sinks.records import Allowance, OrderEvent
 from streamer import app
-from streamer.auth import HmacCredentials
 from streamer.config import load_settings
 from streamer.feed.feed import Feed
-from streamer.metrics import Metrics
+from streamer.ops.metrics import Metrics
+from streamer.partner.auth import HmacCredentials
 from streamer.simulator import Simulator, SimulatorConfig
 from streamer.simulator.auth import SimulatorAuth
 

@@ -24,9 +24,9 @@ from streamer import app
 from streamer.cli import main
 from streamer.config import load_settings
 from streamer.feed.feed import Feed
-from streamer.metrics import Metrics
+from streamer.ops.metrics import Metrics
 from streamer.simulator import Simulator, SimulatorConfig
-from streamer.tail import file_lines, summary, tail
+from streamer.tools.tail import file_lines, summary, tail
 from tests.books import numeric
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]

@@ -19,9 +19,9 @@ from sinks.fanout import SinkSpec
 from sinks.memory import MemorySink
 from sinks.records import RECORD_TYPES, encode, record_type
 from streamer import app
-from streamer.auth import HmacCredentials
 from streamer.config import load_settings
-from streamer.metrics import Metrics
+from streamer.ops.metrics import Metrics
+from streamer.partner.auth import HmacCredentials
 from streamer.schema import shipped
 from streamer.simulator import Simulator, SimulatorConfig
 from streamer.simulator.auth import SimulatorAuth

@@ -16,7 +16,7 @@ from streamer.config import load_settings
 from streamer.errors import ConfigError
 from streamer.feed.feed import Feed
 from streamer.feed.universe import in_shard
-from streamer.metrics import Metrics
+from streamer.ops.metrics import Metrics
 from streamer.simulator import Simulator, SimulatorConfig
 
 

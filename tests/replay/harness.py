@@ -21,9 +21,9 @@ from sinks.fanout import SinkSpec
 from sinks.memory import MemorySink
 from sinks.records import Record, encode
 from streamer.config import load_settings
-from streamer.metrics import Metrics
-from streamer.recording import run_daemon
-from streamer.replay import ReplayStats, replay
+from streamer.ops.metrics import Metrics
+from streamer.recording.recorder import run_daemon
+from streamer.recording.replay import ReplayStats, replay
 from streamer.simulator import Simulator, SimulatorConfig
 
 IGNORED: tuple[str, ...] = ("recv_ts", "run")

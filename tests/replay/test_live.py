@@ -11,9 +11,9 @@ import pytest
 from orderbook.replay import Replayer
 from orderbook.types import Book, BookDelta
 from sinks.records import Record, Status, encode
-from streamer.auth import ApiKey
-from streamer.recording import REQUEST, load
-from streamer.recording import zstd as _zstd
+from streamer.partner.auth import ApiKey
+from streamer.recording.recorder import REQUEST, load
+from streamer.recording.recorder import zstd as _zstd
 from streamer.simulator import SimulatorConfig
 from tests.replay.harness import (
     comparable,

@@ -12,12 +12,12 @@ import httpx
 import msgspec
 import pytest
 
-from streamer import recording
 from streamer.cli import _overrides, build_parser, main
 from streamer.config import RecordSettings, load_settings
 from streamer.errors import ConfigError, ConnectError, ConnectionLost
 from streamer.feed import clock
-from streamer.recording import (
+from streamer.recording import recorder as recording
+from streamer.recording.recorder import (
     CLOSE,
     CONNECT_ERROR,
     GAP,
@@ -32,8 +32,8 @@ from streamer.recording import (
     open_recorder,
     tap_connect,
 )
-from streamer.recording import zstd as _zstd
-from streamer.replay import _without_retry_hint, parse_time, select
+from streamer.recording.recorder import zstd as _zstd
+from streamer.recording.replay import _without_retry_hint, parse_time, select
 from streamer.transport.memory import MemoryTransport
 from tests.replay.regenerate import RECORDING
 

@@ -2,7 +2,7 @@
 private WebSocket channels, and the account model (private events, allowances).
 
 The reference vectors are copied from the API reference §1.4; the client side of every
-loopback test signs with :mod:`streamer.auth`, a separate implementation.
+loopback test signs with :mod:`streamer.partner.auth`, a separate implementation.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
-from streamer.auth import ApiKey, HmacCredentials, auth_headers, iso_timestamp
+from streamer.partner.auth import ApiKey, HmacCredentials, auth_headers, iso_timestamp
 from streamer.simulator import (
     Account,
     Exchange,

@@ -14,9 +14,9 @@ import msgspec
 import pytest
 
 from orderbook.types import PriceLevel
-from streamer.auth import ApiKey, Credentials, HmacCredentials, iso_timestamp, sign
 from streamer.errors import RestError, TransportError
 from streamer.feed.retry import Backoff
+from streamer.partner.auth import ApiKey, Credentials, HmacCredentials, iso_timestamp, sign
 from streamer.protocol.messages import Market, Venue
 from streamer.transport.rest import USER_AGENT, RestClient, RetryPolicy
 

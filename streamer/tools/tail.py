@@ -135,7 +135,7 @@ def open_source(url: str, *, follow: bool = False,
     if url == "-":
         return _stdin_lines()
     if url.startswith(("nats://", "redis://", "kafka://")):
-        from streamer import tail_brokers
+        from streamer.tools import tail_brokers
 
         return tail_brokers.open_broker_source(url, follow=follow, from_book=from_book)
     if url.startswith("file:"):

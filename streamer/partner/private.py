@@ -40,9 +40,9 @@ import msgspec
 
 from orderbook.types import SCHEMA_VERSION
 from sinks.records import OrderEvent, Position, PrivateRaw, Record, Tx, record_type
-from streamer.auth import Credentials
 from streamer.errors import RestError
-from streamer.logutil import fields
+from streamer.ops.logutil import fields
+from streamer.partner.auth import Credentials
 from streamer.protocol.messages import timestamp_ms
 from streamer.transport.rest import RestClient
 

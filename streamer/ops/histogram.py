@@ -1,6 +1,6 @@
 """A fixed-bucket histogram cheap enough for the hot path (no Prometheus import).
 
-The feed observes into it per message; :mod:`streamer.metrics` exports it at scrape time.
+The feed observes into it per message; :mod:`streamer.ops.metrics` exports it at scrape time.
 """
 
 from __future__ import annotations

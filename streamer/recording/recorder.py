@@ -679,8 +679,8 @@ async def run_daemon(settings: Any, credentials: Any, **kwargs: Any) -> None:
     """:func:`streamer.app.run`, recording to ``settings.record.dir`` when it is set."""
     from streamer import app
     from streamer.feed.supervisor import default_connect
-    from streamer.metrics import Metrics
-    from streamer.replay import recorded_settings
+    from streamer.ops.metrics import Metrics
+    from streamer.recording.replay import recorded_settings
     from streamer.transport.rest import _secret_values
 
     if settings.record.dir is None:

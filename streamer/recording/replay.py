@@ -45,13 +45,13 @@ import httpx
 import msgspec
 
 from sinks.fanout import SinkSpec
-from streamer import recording
 from streamer.config import Settings, load_settings
 from streamer.errors import ConnectError, ConnectionLost, StreamerError
 from streamer.feed import clock
 from streamer.feed.feed import Feed
-from streamer.metrics import Metrics
-from streamer.recording import (
+from streamer.ops.metrics import Metrics
+from streamer.recording import recorder as recording
+from streamer.recording.recorder import (
     CLOSE,
     CONNECT_ERROR,
     GAP,
@@ -162,7 +162,7 @@ class ReplayDriver:
     """Walks a recording and answers the daemon's connects, frames and REST requests.
 
     Args:
-        entries: the recording's entries (see :mod:`streamer.recording`).
+        entries: the recording's entries (see :mod:`streamer.recording.recorder`).
         speed: replay this many times faster than recorded; ``None``: as fast as
             the daemon consumes.
         claim_wait_s: how long a recorded response waits for its request.

@@ -60,7 +60,7 @@ from typing import IO, Any, Final, Literal
 import msgspec
 
 from sinks.url import redact_url
-from streamer.auth import ENV_API_KEY, ENV_HMAC_SECRET, ENV_HMAC_TOKEN_ID
+from streamer.partner.auth import ENV_API_KEY, ENV_HMAC_SECRET, ENV_HMAC_TOKEN_ID
 
 __all__ = [
     "FIELDS",
@@ -143,7 +143,7 @@ def fields(**context: object) -> dict[str, object]:
     """
     unknown = context.keys() - FIELDS
     if unknown:
-        raise ValueError(f"not a log field: {sorted(unknown)}; see streamer.logutil.FIELDS")
+        raise ValueError(f"not a log field: {sorted(unknown)}; see streamer.ops.logutil.FIELDS")
     return {key: value for key, value in context.items() if value is not None}
 
 

@@ -3,7 +3,7 @@
 The hot path never touches Prometheus. The feed, the synchronizers and the fan-out count
 in plain ints (:class:`~streamer.feed.feed.FeedStats`, :class:`~orderbook.sync.SyncStats`,
 :class:`~sinks.fanout.SinkStats`); :class:`StatsCollector` reads them at scrape time, in
-the event-loop thread (the HTTP server in :mod:`streamer.health` runs there too, so a
+the event-loop thread (the HTTP server in :mod:`streamer.ops.health` runs there too, so a
 scrape never races a mutation). Only histograms need work at event time, and that work
 is :meth:`Histogram.observe`: one ``bisect`` and two additions.
 
@@ -109,7 +109,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from streamer import __version__
-from streamer.histogram import FEED_LATENCY_BUCKETS, Histogram
+from streamer.ops.histogram import FEED_LATENCY_BUCKETS, Histogram
 from streamer.transport.rest import ENDPOINT_ACTIVE, ENDPOINT_MARKET, ENDPOINT_ORDERBOOK
 
 if TYPE_CHECKING:

@@ -27,8 +27,8 @@ import h11
 import msgspec
 from anyio.abc import SocketAttribute, SocketStream, TaskStatus
 
-from streamer.addr import bind_error, parse_addr
-from streamer.metrics import Metrics
+from streamer.ops.addr import bind_error, parse_addr
+from streamer.ops.metrics import Metrics
 
 __all__ = [
     "HttpApp",

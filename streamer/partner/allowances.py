@@ -38,9 +38,9 @@ from anyio.abc import TaskStatus
 
 from orderbook.types import SCHEMA_VERSION
 from sinks.records import Allowance, AllowanceTarget, Record
-from streamer.auth import Credentials, HmacCredentials
 from streamer.errors import ConfigError, RestError
-from streamer.logutil import fields
+from streamer.ops.logutil import fields
+from streamer.partner.auth import Credentials, HmacCredentials
 from streamer.transport.rest import RestClient, RestStatusError
 
 __all__ = [

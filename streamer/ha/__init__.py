@@ -1,0 +1,1 @@
+"""High availability: the hot-standby lease."""

@@ -1,0 +1,1 @@
+"""Partner features: credentials and signing, private channels, allowances."""

@@ -1,0 +1,1 @@
+"""Record what the venue sent (``run --record``) and replay it (``replay``)."""
