@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from streamer import bench, bench_sinks, schema
+from streamer import schema
+from streamer.bench import e2e as bench
+from streamer.bench import sinks as bench_sinks
 from streamer.cli import ENV_HELP, EXIT_STATUS_HELP, HELP_WIDTH, build_parser
 from streamer.tools.synopsis import BEGIN, END, render, replace_block
 from streamer.tools.synopsis import main as synopsis_main

@@ -30,7 +30,9 @@ def _fixed(parser: argparse.ArgumentParser, width: int) -> argparse.ArgumentPars
 
 
 def _tool_parsers(width: int) -> list[argparse.ArgumentParser]:
-    from streamer import bench, bench_sinks, schema
+    from streamer import schema
+    from streamer.bench import e2e as bench
+    from streamer.bench import sinks as bench_sinks
 
     makers: list[Callable[[], argparse.ArgumentParser]] = [
         bench.build_parser, bench_sinks.build_parser, schema.build_parser]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from streamer import bench
+from streamer.bench import e2e as bench
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 

@@ -1,6 +1,6 @@
 """Routine trouble against the simulator over real sockets, scaled down.
 
-Each test runs one scenario of ``python -m streamer.bench_trouble`` (which runs them at
+Each test runs one scenario of ``python -m streamer.bench.trouble`` (which runs them at
 full size) and requires every one of its targets: reconnect latency after drops, seeding
 within the venue's documented REST limits, REST faults, a clock fault, delisting, and a
 stalled stdout reader.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from streamer import bench_trouble
+from streamer.bench import trouble as bench_trouble
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 

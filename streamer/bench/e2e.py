@@ -245,7 +245,7 @@ class Server:
         path = tmp / "workload.msgpack"
         path.write_bytes(msgspec.msgpack.encode(work))
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "streamer.bench", "--serve", str(path)],
+            [sys.executable, "-m", "streamer.bench.e2e", "--serve", str(path)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert self.process.stdout is not None
         self.port = int(self.process.stdout.readline())

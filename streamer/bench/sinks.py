@@ -1,4 +1,4 @@
-"""Sink benchmark: ``python -m streamer.bench_sinks``.
+"""Sink benchmark: ``python -m streamer.bench.sinks``.
 
 The same records (book and book_delta records made by the daemon's own book core from the
 simulator's model) go through the fan-out into each sink in turn: a file, a NATS
@@ -34,7 +34,7 @@ from orderbook.types import BookSnapshot
 from sinks.fanout import Fanout
 from sinks.records import Record
 from sinks.url import parse_sink_url
-from streamer.bench import make_workload
+from streamer.bench.e2e import make_workload
 from streamer.protocol.messages import EVENT_DECODERS
 from streamer.protocol.session import EventReceived, SocketIOProtocol
 from streamer.tools import kafka_local
@@ -188,7 +188,7 @@ runs with appendfsync everysec."""
 
 def build_parser() -> argparse.ArgumentParser:
     """The sink benchmark's flags."""
-    parser = argparse.ArgumentParser(prog="python -m streamer.bench_sinks",
+    parser = argparse.ArgumentParser(prog="python -m streamer.bench.sinks",
                                      description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, default=50_000, metavar="N",

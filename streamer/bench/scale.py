@@ -1,4 +1,4 @@
-"""Scale and latency check: ``python -m streamer.bench_scale``.
+"""Scale and latency check: ``python -m streamer.bench.scale``.
 
 The embedded simulator runs in a **child process** (``--markets`` single CLOB markets,
 ``--levels`` levels per side, ``--rate`` book steps per second in all); the daemon's real
@@ -37,7 +37,7 @@ import msgspec
 
 from orderbook.book import OrderBook
 from orderbook.errors import InvalidLevel
-from streamer.bench import LatencyMetrics, _set
+from streamer.bench.e2e import LatencyMetrics, _set
 from streamer.config import load_settings
 from streamer.feed.feed import Feed
 from streamer.ops.metrics import feed_readiness
@@ -96,7 +96,7 @@ async def run(args: argparse.Namespace, rate: float, tmp: Path) -> dict[str, Any
 
     sim_config = {"seed": args.seed, "markets": args.markets, "groups": 0, "amm_markets": 0,
                   "levels": args.levels, "rate_hz": rate, "lifecycle_every_s": None}
-    child = subprocess.Popen([sys.executable, "-m", "streamer.bench_scale", "--serve-sim",  # noqa: ASYNC220
+    child = subprocess.Popen([sys.executable, "-m", "streamer.bench.scale", "--serve-sim",  # noqa: ASYNC220
                               json.dumps(sim_config)],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert child.stdin is not None and child.stdout is not None
@@ -171,7 +171,7 @@ async def main_async(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Parse flags and run (or, with ``--serve-sim``, be the simulator child)."""
-    parser = argparse.ArgumentParser(prog="python -m streamer.bench_scale", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m streamer.bench.scale", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--markets", type=int, default=5000)
     parser.add_argument("--levels", type=int, default=10)

@@ -6,8 +6,8 @@ loopback, injects one kind of routine trouble, and reports numbers plus whether 
 books the consumer rebuilds end equal to the venue's. The test suite runs each scenario
 scaled down (tests/integration/test_trouble.py); this command runs them at full size::
 
-    python -m streamer.bench_trouble            # every scenario, full size (~4 min)
-    python -m streamer.bench_trouble drops pace # some of them
+    python -m streamer.bench.trouble            # every scenario, full size (~4 min)
+    python -m streamer.bench.trouble drops pace # some of them
 
 Scenarios: ``drops`` (the venue drops every client every 3 s), ``pace`` (the venue's
 documented REST limits enforced, 120 markets of which 8 trade, then a drop while every
@@ -405,7 +405,7 @@ SCENARIOS: dict[str, Callable[[], Any]] = {
 def main(argv: list[str] | None = None) -> int:
     """Run the named scenarios (all by default) at full size; exit 1 if a target missed."""
     parser = argparse.ArgumentParser(
-        prog="python -m streamer.bench_trouble",
+        prog="python -m streamer.bench.trouble",
         description="Routine trouble against the embedded simulator: reconnects, REST limits "
                     "and faults, clock faults, delisting, a stalled stdout reader.")
     parser.add_argument("scenarios", nargs="*", metavar="SCENARIO",

@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m streamer.bench`` (end to end), ``.scale``, ``.sinks``, ``.trouble``."""
