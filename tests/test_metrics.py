@@ -194,10 +194,15 @@ def test_metrics_book_counters_sum_over_all_markets_including_removed() -> None:
     a.sync.stats.identical_suppressed = 3
     b.sync.stats.identical_suppressed = 4
     b.sync.stats.stale_dropped = 2
-    b.active = False  # removed markets keep counting: counters never go down
+    b.sync.stats.books_emitted = 5
+    before = value(m, "records_emitted_total", type="book")
+    feed.universe.remove("b", 0)  # removed markets keep counting: counters never go down
     assert value(m, "book_identical_suppressed_total") == 7
     assert value(m, "book_stale_dropped_total") == 2
+    assert value(m, "records_emitted_total", type="book") == before
     assert value(m, "markets_active") == 1
+    add_market(feed.universe, "b").sync.stats.stale_dropped = 1  # it comes back: still adds up
+    assert value(m, "book_stale_dropped_total") == 3
 
 
 def test_metrics_per_market_series_report_book_state() -> None:

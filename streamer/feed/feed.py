@@ -280,10 +280,8 @@ class Feed:
             self.publish(entry.info)
         for entry in self.universe.markets.values():
             record = entry.sync.new_run(run, recv_ts)
-            if record is not None and entry.active:
+            if record is not None:
                 self.publish(record)
-            elif record is not None:  # not followed now: its first record if it returns
-                entry.sync.seq, entry.sync.seeded = 0, False
 
     def emit_status(self, state: str, reason: str | None = None, **extra: int | str) -> None:
         """Publish a ``status`` record."""
@@ -474,7 +472,7 @@ class Feed:
                                   lag / 1000, extra={"market": update.marketSlug})
             ts = None
         entry = self.universe.markets.get(update.marketSlug)
-        if entry is None or not entry.active:
+        if entry is None:
             self.stats.unknown_market += 1
             return
         book = update.orderbook

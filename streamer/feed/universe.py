@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import msgspec
 
-from orderbook.sync import BookSynchronizer
+from orderbook.sync import BookSynchronizer, SyncStats
 from orderbook.types import SCHEMA_VERSION
 from sinks.records import MarketInfo
 from streamer.protocol.messages import Market
@@ -30,7 +30,6 @@ class MarketEntry:
     token: str
     sync: BookSynchronizer
     info: MarketInfo
-    active: bool = True
     last_update_ms: int = 0
     """Monotonic ms of the last WebSocket book applied or REST seed (0: never)."""
     last_check_ms: int = 0
@@ -48,25 +47,27 @@ class Universe:
     """Bumped whenever the subscription set changes."""
     retired: dict[str, int] = field(default_factory=dict)
     """Removed market slug -> its last ``seq`` (all that is kept of it)."""
+    removed_stats: SyncStats = field(default_factory=SyncStats)
+    """The counters of every removed market's synchronizer, summed (metrics add them to
+    the followed markets', so a counter never goes down when a market is removed)."""
     run: str = ""
     """The current run, given to every new market's synchronizer (the feed sets it)."""
 
     def slugs(self) -> list[str]:
-        """Active CLOB slugs, sorted (the ``marketSlugs`` of the subscription)."""
-        return sorted(s for s, e in self.markets.items() if e.active)
+        """Followed CLOB slugs, sorted (the ``marketSlugs`` of the subscription)."""
+        return sorted(self.markets)
 
     def addresses(self) -> list[str]:
         """AMM addresses (the ``marketAddresses`` of the subscription)."""
         return sorted(self.amm)
 
     def active(self) -> list[MarketEntry]:
-        """Active CLOB market entries."""
-        return [e for e in self.markets.values() if e.active]
+        """Followed CLOB market entries (a removed market's entry is gone)."""
+        return list(self.markets.values())
 
     def get(self, slug: str) -> MarketEntry | None:
-        """The active entry for ``slug``, or None."""
-        entry = self.markets.get(slug)
-        return entry if entry is not None and entry.active else None
+        """The entry for ``slug``, or None when it is not followed."""
+        return self.markets.get(slug)
 
     def update(self, markets: Iterable[Market], now_ms: int, *, prune: bool) -> list[MarketInfo]:
         """Merge a discovery result; returns the ``market`` records to emit.
@@ -94,11 +95,8 @@ class Universe:
                 self.markets[market.slug] = entry
                 out.append(info)
                 changed = True
-            elif not entry.active or _differs(entry.info, info):
-                event = "added" if not entry.active else "updated"
-                changed |= not entry.active
-                entry.active = True
-                entry.info = market_info(market, now_ms, event)
+            elif _differs(entry.info, info):
+                entry.info = market_info(market, now_ms, "updated")
                 out.append(entry.info)
         if prune:
             for entry in self.active():
@@ -113,6 +111,9 @@ class Universe:
         """Stop following ``slug`` and evict its state; returns its ``removed`` record."""
         entry = self.markets.pop(slug)
         self.retired[slug] = entry.sync.seq
+        removed, stats = self.removed_stats, entry.sync.stats
+        for f in fields(SyncStats):
+            setattr(removed, f.name, getattr(removed, f.name) + getattr(stats, f.name))
         self.version += 1
         return msgspec.structs.replace(
             entry.info, recv_ts=now_ms, event="removed", status=status or entry.info.status

@@ -592,8 +592,9 @@ class StatsCollector(Collector):
 
     def _books(self, feed: FeedLike) -> Iterator[Metric]:
         totals = Counter[str]()
-        for entry in feed.universe.markets.values():  # inactive too: counters never go down
-            st = entry.sync.stats
+        universe = feed.universe
+        # removed markets' counters too: a counter never goes down
+        for st in (*(e.sync.stats for e in universe.markets.values()), universe.removed_stats):
             totals["updates"] += st.updates
             totals["identical"] += st.identical_suppressed
             totals["stale"] += st.stale_dropped
