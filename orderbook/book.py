@@ -63,6 +63,8 @@ ONE: Final = 10**SCALE_PLACES
 CACHE_MAX: Final = 1 << 16
 """Entries per number cache before it is cleared (a hostile feed cannot grow it)."""
 
+_SCALES: Final = tuple(10 ** (SCALE_PLACES - places) for places in range(SCALE_PLACES + 1))
+"""``_SCALES[places]`` turns the digits of a number with ``places`` decimals into its key."""
 _WIDE: Final = Context(prec=2 * MAX_SIGNIFICANT_DIGITS + SCALE_PLACES)
 LEVELS_DECODER: Final = msgspec.json.Decoder(list[PriceLevel], float_hook=str)
 """One side's levels from raw JSON, numbers as wire text (``0.515`` -> ``"0.515"``)."""
@@ -101,7 +103,7 @@ def parse_number(value: object) -> Entry | str:
         return f"more than {MAX_SIGNIFICANT_DIGITS} significant digits"
     places = len(frac)
     if places <= SCALE_PLACES:
-        return int(whole + frac) * 10 ** (SCALE_PLACES - places), text
+        return int(whole + frac) * _SCALES[places], text
     return Decimal(text).scaleb(SCALE_PLACES, _WIDE), text
 
 
