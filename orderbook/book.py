@@ -61,7 +61,13 @@ ONE: Final = 10**SCALE_PLACES
 """The key of the price ``1``, the highest valid price."""
 
 CACHE_MAX: Final = 1 << 16
-"""Entries per number cache before it is cleared (a hostile feed cannot grow it)."""
+"""Entries of the price cache before it is cleared (a hostile feed cannot grow it)."""
+
+SIZE_CACHE_MAX: Final = 1 << 12
+"""Entries of the size cache before it is cleared. Sizes take ever new values (a price
+grid is small), so a big size cache mostly holds sizes never seen again, and its lookups
+miss the CPU caches: 4,096 entries measured ~5% (typical) to ~7% (stress) faster per
+update than 65,536, and each clear is small."""
 
 _SCALES: Final = tuple(10 ** (SCALE_PLACES - places) for places in range(SCALE_PLACES + 1))
 """``_SCALES[places]`` turns the digits of a number with ``places`` decimals into its key."""
@@ -136,7 +142,7 @@ def size_entry(value: object) -> Entry | str:
     parsed = parse_number(value)
     if isinstance(parsed, str):
         return parsed
-    if len(_SIZES) >= CACHE_MAX:
+    if len(_SIZES) >= SIZE_CACHE_MAX:
         _SIZES.clear()
     _SIZES[value] = parsed
     return parsed
