@@ -2,9 +2,11 @@
 
 A session is one task group owned by :meth:`Feed.run_session`:
 
-- the reader: ``transport.receive()`` → :class:`SocketIOProtocol` → handlers → fan-out,
-  under a watchdog whose deadline moves on with every frame (``pingInterval +
-  pingTimeout`` once the Engine.IO open packet told us those numbers);
+- the reader: ``transport.receive()`` → :class:`SocketIOProtocol` → handlers → fan-out
+  (an ``orderbookUpdate`` frame, the hot path, is decoded whole in one msgspec call and
+  skips the protocol's event objects; see :meth:`Feed._on_book_frame`), under a
+  watchdog whose deadline moves on with every frame (``pingInterval + pingTimeout``
+  once the Engine.IO open packet told us those numbers);
 - ``seed_concurrency`` seeders that fetch REST books for markets that need one (after
   every subscribe, on a crossed book) *outside* the read loop, so a slow REST API never
   delays a pong;
@@ -84,7 +86,6 @@ from streamer.universe import MarketEntry, Universe
 logger = logging.getLogger(__name__)
 
 _ORDERBOOK_DECODER: Final = EVENT_DECODERS["orderbookUpdate"]
-_BOOK_EVENT_DECODER: Final = ORDERBOOK_EVENT_DECODER
 _LIFECYCLE: Final[dict[str, tuple[Any, type[MarketCreated | MarketResolved], str]]] = {
     "marketCreated": (EVENT_DECODERS["marketCreated"], MarketCreated, "created"),
     "marketResolved": (EVENT_DECODERS["marketResolved"], MarketResolved, "resolved"),
@@ -474,7 +475,7 @@ class Feed:
         """
         recv_ts = now_ms()
         try:
-            update = _BOOK_EVENT_DECODER.decode(frame[start:]).payload
+            update = ORDERBOOK_EVENT_DECODER.decode(frame[start:]).payload
             exchange_ts = timestamp_ms(update.timestamp)
         except _DECODE_ERRORS:
             return False
