@@ -196,7 +196,10 @@ async def serve(workload_path: str) -> None:
         port = next(iter(server.sockets)).getsockname()[1]
         print(port, flush=True)
         await anyio.to_thread.run_sync(sys.stdin.read)
-    os._exit(0)  # handlers may still be mid-send to a client that went away
+        # Exit here, not after closing the server: closing waits for every connection, and
+        # a handler may still be mid-send to a client that went away (on a loaded machine
+        # that wait outlasted the parent's 10 s and failed the run).
+        os._exit(0)
 
 
 def ws_frames(frames: list[str], chunk_bytes: int = 1 << 18) -> list[bytes]:
