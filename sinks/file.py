@@ -47,7 +47,7 @@ from typing import Final
 import anyio.to_thread
 
 from sinks.base import SinkConfigError, SinkUnavailable, os_error_detail
-from sinks.records import Record, encode_line
+from sinks.records import Record, encode_lines
 
 __all__ = ["FileSink"]
 
@@ -141,9 +141,7 @@ class FileSink:
         Raises:
             SinkUnavailable: an ``OSError``; no partial line was left behind.
         """
-        buffer = bytearray()
-        for record in batch:
-            encode_line(record, buffer)
+        buffer = encode_lines(batch)
         await anyio.to_thread.run_sync(self._write_sync, buffer)
 
     async def aclose(self) -> None:
@@ -194,7 +192,7 @@ class FileSink:
                        self.path, size - keep, keep,
                        extra={"sink": self.name, "path": self.path, "reason": "torn_line"})
 
-    def _write_sync(self, data: bytearray) -> None:
+    def _write_sync(self, data: bytes) -> None:
         file = self._prepare(len(data))
         start = self._size
         try:
@@ -303,7 +301,7 @@ def _path_problem(path: str, *, rotating: bool) -> str | None:
     return None
 
 
-def _write_all(file: io.FileIO, data: bytearray) -> None:
+def _write_all(file: io.FileIO, data: bytes) -> None:
     """Write every byte (a raw write may be short, e.g. at a file-size limit)."""
     view = memoryview(data)
     while view:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable
 from decimal import Decimal
 from typing import Final, get_args
 
@@ -49,6 +50,7 @@ __all__ = [
     "Record",
     "RECORD_TYPES",
     "encode_line",
+    "encode_lines",
     "record_type",
     "decode_record",
     "new_run_id",
@@ -275,6 +277,14 @@ def encode_line(record: Record, buffer: bytearray) -> None:
     """Append ``record`` as one JSON line (with ``\\n``) to ``buffer``."""
     _ENCODER.encode_into(record, buffer, -1)
     buffer.extend(b"\n")
+
+
+def encode_lines(records: Iterable[Record]) -> bytes:
+    """``records`` as NDJSON, one line each (with ``\\n``), in one encoder call.
+
+    Byte for byte what :func:`encode_line` appends for each record in turn.
+    """
+    return _ENCODER.encode_lines(records)
 
 
 def encode(record: Record) -> bytes:

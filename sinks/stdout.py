@@ -16,7 +16,7 @@ from typing import BinaryIO, Final
 import anyio.to_thread
 
 from sinks.base import SinkClosed, SinkUnavailable, os_error_detail
-from sinks.records import Record, encode_line
+from sinks.records import Record, encode_lines
 
 __all__ = ["StdoutSink"]
 
@@ -68,9 +68,7 @@ class StdoutSink:
             SinkClosed: the reader closed the pipe (EPIPE).
             SinkUnavailable: another ``OSError`` (e.g. ENOSPC when redirected to a file).
         """
-        buffer = bytearray()
-        for record in batch:
-            encode_line(record, buffer)
+        buffer = encode_lines(batch)
         await anyio.to_thread.run_sync(self._write_sync, buffer, abandon_on_cancel=True)
 
     async def aclose(self) -> None:
@@ -78,7 +76,7 @@ class StdoutSink:
         if self._stream is not None:
             await anyio.to_thread.run_sync(self._flush_quietly, abandon_on_cancel=True)
 
-    def _write_sync(self, buffer: bytearray) -> None:
+    def _write_sync(self, buffer: bytes) -> None:
         stream = self._stream
         if stream is None:
             raise SinkUnavailable(self.name, "write before open()")

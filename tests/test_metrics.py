@@ -450,3 +450,18 @@ def test_metrics_registries_are_independent_and_process_metrics_optional() -> No
     body, content_type = a.render("application/openmetrics-text; version=1.0.0")
     assert content_type.startswith("application/openmetrics-text")
     assert body.rstrip().endswith(b"# EOF")
+
+
+def test_histogram_observe_ages_counts_each_stamp_as_observe_would() -> None:
+    from streamer.histogram import Histogram
+
+    bounds = (0.005, 0.1, 1.0)
+    batch, one = Histogram(bounds), Histogram(bounds)
+    stamps = [1000, 1000, 998, 900, 1000, 0]
+    batch.observe_ages_ms(1001.0, stamps)
+    for stamp in stamps:
+        one.observe((1001.0 - stamp) / 1000.0)
+    assert batch.counts == one.counts == [4, 0, 1, 1]
+    assert abs(batch.total - one.total) < 1e-9
+    batch.observe_ages_ms(float("nan"), [1])  # NaN ignored, as observe does
+    assert batch.counts == one.counts

@@ -196,7 +196,10 @@ async def serve(workload_path: str) -> None:
         port = next(iter(server.sockets)).getsockname()[1]
         print(port, flush=True)
         await anyio.to_thread.run_sync(sys.stdin.read)
-    os._exit(0)  # handlers may still be mid-send to a client that went away
+        # Exit here, not after closing the server: closing waits for every connection, and
+        # a handler may still be mid-send to a client that went away (on a loaded machine
+        # that wait outlasted the parent's 10 s and failed the run).
+        os._exit(0)
 
 
 def ws_frames(frames: list[str], chunk_bytes: int = 1 << 18) -> list[bytes]:
@@ -376,7 +379,8 @@ def _text(sides: tuple[list[Any], list[Any]]) -> tuple[list[tuple[str, str]], ..
 class LatencyMetrics(Metrics):
     """Metrics that also time each book record from frame to sink write, exactly.
 
-    Start: the read loop has the frame (``Feed._on_orderbook`` is entered). End: the
+    Start: the read loop has the frame (``Feed._on_book_frame``, the hot path, or
+    ``Feed._on_orderbook`` is entered). End: the
     sink's ``write`` of the batch holding the record returned (``on_written``).
     """
 
@@ -399,6 +403,7 @@ class LatencyMetrics(Metrics):
     def hook(self, feed: Feed) -> None:
         """Stamp each frame as the read loop takes it, and each record it makes."""
         on_orderbook = feed._on_orderbook
+        on_book_frame = feed._on_book_frame
         fanout = feed._fanout
         publish = fanout.publish_nowait
 
@@ -406,12 +411,17 @@ class LatencyMetrics(Metrics):
             self.frame_start = time.perf_counter()
             on_orderbook(payload)
 
+        def timed_book_frame(frame: str, start: int) -> bool:
+            self.frame_start = time.perf_counter()
+            return on_book_frame(frame, start)
+
         def timed_publish(record: Record) -> bool:
             if self.measuring and type(record) in (Book, BookDelta):
                 self.pending[id(record)] = self.frame_start
             return publish(record)
 
         feed._on_orderbook = timed_orderbook  # type: ignore[method-assign]
+        feed._on_book_frame = timed_book_frame  # type: ignore[method-assign]
         fanout.publish_nowait = timed_publish  # type: ignore[method-assign]
 
     def percentiles_ms(self) -> tuple[float, float]:

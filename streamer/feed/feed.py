@@ -2,9 +2,11 @@
 
 A session is one task group owned by :meth:`Feed.run_session`:
 
-- the reader: ``transport.receive()`` → :class:`SocketIOProtocol` → handlers → fan-out,
-  under a watchdog whose deadline moves on with every frame (``pingInterval +
-  pingTimeout`` once the Engine.IO open packet told us those numbers);
+- the reader: ``transport.receive()`` → :class:`SocketIOProtocol` → handlers → fan-out
+  (an ``orderbookUpdate`` frame, the hot path, is decoded whole in one msgspec call and
+  skips the protocol's event objects; see :meth:`Feed._on_book_frame`), under a
+  watchdog whose deadline moves on with every frame (``pingInterval + pingTimeout``
+  once the Engine.IO open packet told us those numbers);
 - ``seed_concurrency`` seeders that fetch REST books for markets that need one (after
   every subscribe, on a crossed book) *outside* the read loop, so a slow REST API never
   delays a pong;
@@ -60,6 +62,7 @@ from streamer.ops.logutil import RateLimitedLog
 from streamer.partner.private import PrivateChannels
 from streamer.protocol.messages import (
     EVENT_DECODERS,
+    ORDERBOOK_EVENT_DECODER,
     OrderbookPayload,
     OrderbookUpdate,
     normalize_token,
@@ -344,6 +347,8 @@ class Feed:
         stats = self.stats
         fanout = self._fanout
         healthy = False
+        book_prefix = protocol.event_prefix("orderbookUpdate")
+        book_start = protocol.event_data_start
         with anyio.CancelScope(deadline=clock() + window) as watchdog:
             while True:
                 frame = await transport.receive()
@@ -358,6 +363,14 @@ class Feed:
                     raise SinkBlocked("sink queue full: "
                                       + (", ".join(fanout.blocked_sinks()) or "block sink"))
                 stats.frames += 1
+                if (frame.startswith(book_prefix) and protocol.accepting_events
+                        and self._on_book_frame(frame, book_start)):
+                    # The hot path: event array and payload in one decode, no event object.
+                    protocol.stats.frames_received += 1
+                    stats.book_events += 1
+                    if not healthy:
+                        self.session_healthy = healthy = True
+                    continue
                 protocol.receive_text(frame)
                 for event in protocol.events_received():
                     if type(event) is EventReceived:
@@ -451,6 +464,22 @@ class Feed:
         self._log_bad.warning("exception", "venue exception: %.200s", message,
                               extra={"reason": "exception"})
 
+    def _on_book_frame(self, frame: str, start: int) -> bool:
+        """The hot path: a whole ``orderbookUpdate`` frame; False if it does not decode.
+
+        ``frame[start:]`` is the event array; event and payload are decoded in one call.
+        A frame that does not decode is left to the generic path (:meth:`_on_orderbook`
+        via the protocol), which counts and logs the error exactly.
+        """
+        recv_ts = now_ms()
+        try:
+            update = ORDERBOOK_EVENT_DECODER.decode(frame[start:]).payload
+            exchange_ts = timestamp_ms(update.timestamp)
+        except _DECODE_ERRORS:
+            return False
+        self._on_update(update, exchange_ts, recv_ts)
+        return True
+
     def _on_orderbook(self, payload: msgspec.Raw) -> None:
         recv_ts = now_ms()
         try:
@@ -459,6 +488,9 @@ class Feed:
         except _DECODE_ERRORS as exc:
             self._decode_error("orderbookUpdate", exc)
             return
+        self._on_update(update, exchange_ts, recv_ts)
+
+    def _on_update(self, update: OrderbookUpdate, exchange_ts: int, recv_ts: int) -> None:
         ts: int | None = exchange_ts
         lag = recv_ts - exchange_ts
         if -self._skew_ms <= lag <= self._skew_ms:

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from typing import Final
 
 FEED_LATENCY_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -51,6 +52,22 @@ class Histogram:
         """Count one observation given in milliseconds (the records' time unit)."""
         self.counts[bisect_left(self.bounds, value_ms / 1000.0)] += 1
         self.total += value_ms / 1000.0
+
+    def observe_ages_ms(self, now_ms: float, stamps_ms: Iterable[int]) -> None:
+        """Count ``(now_ms - stamp) / 1000`` seconds for every stamp (epoch ms).
+
+        For a whole batch at once: equal stamps (a batch spans few milliseconds) are
+        counted together, one ``bisect`` per distinct stamp.
+        """
+        counts, bounds = self.counts, self.bounds
+        total = 0.0
+        for stamp, n in Counter(stamps_ms).items():
+            value = (now_ms - stamp) / 1000.0
+            if value != value:  # NaN
+                continue
+            counts[bisect_left(bounds, value)] += n
+            total += value * n
+        self.total += total
 
     @property
     def count(self) -> int:

@@ -96,6 +96,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
@@ -147,6 +148,7 @@ KNOWN_EVENTS: Final = frozenset({
 """Event names exported as label values; any other (peer-chosen) name becomes ``other``."""
 OTHER: Final = "other"
 _CHECKS_ZERO: Final = {"stale_probe": 0, "audit": 0}
+_RECV_TS: Final = attrgetter("recv_ts")
 _DECODED_ZERO: Final = {"orderbookUpdate": 0, "newPriceData": 0, "marketCreated": 0,
                         "marketResolved": 0}
 """Events the feed decodes: their decode-error series start at 0 (rate() works at once)."""
@@ -350,10 +352,7 @@ class Metrics:
         hist = self.process_latency.get(sink)
         if hist is None:
             hist = self.process_latency[sink] = Histogram(PROCESS_LATENCY_BUCKETS)
-        now_ms = time.time() * 1000.0
-        observe = hist.observe
-        for record in batch:
-            observe((now_ms - record.recv_ts) / 1000.0)
+        hist.observe_ages_ms(time.time() * 1000.0, map(_RECV_TS, batch))
 
     def readiness(self) -> tuple[bool, str]:
         """``/readyz``: every sink delivering, and the feed ready (:func:`feed_readiness`).

@@ -190,6 +190,19 @@ class OrderbookUpdate(msgspec.Struct, frozen=True, gc=False):
         return timestamp_ms(self.timestamp)
 
 
+class OrderbookEvent(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """A whole Socket.IO ``orderbookUpdate`` EVENT array, ``["orderbookUpdate", payload, ...]``.
+
+    The feed's hot path decodes the event data and the payload in one msgspec call with
+    :data:`ORDERBOOK_EVENT_DECODER` (trailing elements are ignored, as the SDKs do); anything
+    it cannot decode goes the generic way (event array first, then the payload) and is
+    counted there.
+    """
+
+    name: str
+    payload: OrderbookUpdate
+
+
 class Tokens(msgspec.Struct, frozen=True):
     """The YES/NO token ids of a CLOB market (uint256 decimal strings; JSON integers are
     converted to strings at decode time)."""
@@ -306,6 +319,8 @@ class MarketResolvedPayload(msgspec.Struct, frozen=True):
 
 
 ORDERBOOK_UPDATE_DECODER: Final = msgspec.json.Decoder(OrderbookUpdate)
+ORDERBOOK_EVENT_DECODER: Final = msgspec.json.Decoder(OrderbookEvent)
+"""The data of a whole ``orderbookUpdate`` EVENT (see :class:`OrderbookEvent`)."""
 NEW_PRICE_DATA_DECODER: Final = msgspec.json.Decoder(NewPriceData)
 MARKET_CREATED_DECODER: Final = msgspec.json.Decoder(MarketCreatedPayload)
 MARKET_RESOLVED_DECODER: Final = msgspec.json.Decoder(MarketResolvedPayload)

@@ -284,6 +284,31 @@ class SocketIOProtocol:
             return
         self._receive_other(frame)
 
+    def event_prefix(self, name: str) -> str:
+        """How every EVENT frame of ``name`` in our namespace starts (``42/markets,["name",``).
+
+        For a caller's hot path (see :attr:`accepting_events`). ``name`` must need no JSON
+        escaping.
+        """
+        if not name.isascii() or not name.isprintable() or '"' in name or "\\" in name:
+            raise ValueError(f"event name {name!r} needs JSON escaping")
+        return f'{self._event_prefix}"{name}",'
+
+    @property
+    def event_data_start(self) -> int:
+        """Where the EVENT data (the JSON array) starts in a frame with :meth:`event_prefix`."""
+        return self._event_data_start
+
+    @property
+    def accepting_events(self) -> bool:
+        """The namespace is joined (state OPEN): EVENT frames are events now.
+
+        For a caller's hot path that decodes a frame starting with :meth:`event_prefix`
+        itself: it counts the frame in ``stats.frames_received`` as :meth:`receive_text`
+        would; a frame it cannot decode goes to :meth:`receive_text` instead.
+        """
+        return self.state is State.OPEN
+
     def receive_eof(self) -> None:
         """Signal that the websocket closed. Never raises; idempotent.
 

@@ -442,3 +442,19 @@ def test_replace_values_equal_to_cached_ints_are_still_refused() -> None:
         with pytest.raises(InvalidLevel):
             book.replace([PriceLevel(1, 1), PriceLevel("0.5", value)], [])
     assert book.levels() == ([("1", "1")], [])
+
+
+def test_levels_decoder_keeps_the_wire_text_of_numbers() -> None:
+    from orderbook.book import LEVELS_DECODER
+
+    raw = b'[{"price":0.50,"size":100.0},{"price":"0.4","size":7},{"price":1E-3,"size":0.000}]'
+    assert [(lv.price, lv.size) for lv in LEVELS_DECODER.decode(raw)] == [
+        ("0.50", "100.0"), ("0.4", 7), ("1E-3", "0.000")]
+
+
+def test_size_cache_stays_within_its_bound() -> None:
+    from orderbook import book
+
+    for n in range(book.SIZE_CACHE_MAX + 100):
+        assert book.size_entry(f"{n}.5") == ((2 * n + 1) * 10**17 * 5, f"{n}.5")
+        assert len(book._SIZES) <= book.SIZE_CACHE_MAX

@@ -323,3 +323,18 @@ def test_file_sink_preflight_accepts_new_and_existing_files(tmp_path: Path) -> N
     FileSink(tmp_path / "old.ndjson").preflight()
     if os.path.exists("/dev/null"):
         FileSink("/dev/null", max_bytes=10).preflight()
+
+
+def test_encode_lines_is_encode_line_for_each_record() -> None:
+    from sinks.records import encode_lines
+
+    records: list[Record] = [
+        Status(v=SCHEMA_VERSION, state="connected", recv_ts=1),
+        Book(v=SCHEMA_VERSION, market="m", token="1", seq=1, ts=2, recv_ts=3, best_bid="0.5",
+             best_ask=None, bids=[("0.5", "10")], asks=[], run="r"),
+    ]
+    buffer = bytearray()
+    for record in records:
+        encode_line(record, buffer)
+    assert encode_lines(records) == bytes(buffer)
+    assert encode_lines([]) == b""
