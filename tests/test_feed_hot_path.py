@@ -11,9 +11,9 @@ import pytest
 from sinks.fanout import Fanout
 from streamer.config import load_settings
 from streamer.errors import ConnectionLost
-from streamer.feed import Feed
+from streamer.feed.feed import Feed
+from streamer.feed.universe import Universe
 from streamer.transport.rest import RestClient
-from streamer.universe import Universe
 from tests.test_metrics import add_market
 
 OPEN = '0{"sid":"s","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}'

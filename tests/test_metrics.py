@@ -453,7 +453,7 @@ def test_metrics_registries_are_independent_and_process_metrics_optional() -> No
 
 
 def test_histogram_observe_ages_counts_each_stamp_as_observe_would() -> None:
-    from streamer.histogram import Histogram
+    from streamer.ops.histogram import Histogram
 
     bounds = (0.005, 0.1, 1.0)
     batch, one = Histogram(bounds), Histogram(bounds)
