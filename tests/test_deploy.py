@@ -566,11 +566,13 @@ def _free_port() -> int:
     return port
 
 
-FAST_WINDOW = "5s"
+FAST_WINDOW = "2s"
+"""Every range of the rules and dashboards, in the real-Prometheus test: four scrapes."""
+SCRAPE_INTERVAL = "500ms"
 
 
 def fast_rules() -> str:
-    """alerts.yml with every range at 5 s and every ``for`` at 0 s (seconds, not minutes)."""
+    """alerts.yml with every range at FAST_WINDOW and every ``for`` at 0 s (not minutes)."""
     text = (DEPLOY / "alerts.yml").read_text()
     text = _RANGE_RE.sub(f"[{FAST_WINDOW}]", text)
     return re.sub(r"for: \d+[smh]", "for: 0s", text)
@@ -595,7 +597,7 @@ class PromApi:
     async def wait(self, predicate: Any, what: str, timeout_s: float = 30.0) -> None:
         with anyio.move_on_after(timeout_s):
             while not await predicate():
-                await anyio.sleep(0.5)
+                await anyio.sleep(0.2)
             return
         pytest.fail(f"timed out waiting for {what}")
 
@@ -605,8 +607,8 @@ async def prometheus(tmp_path: Path, target_port: int) -> AsyncIterator[PromApi]
     assert PROMETHEUS is not None
     port = _free_port()
     (tmp_path / "rules.yml").write_text(fast_rules())
-    config = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s",
-                         "scrape_timeout": "900ms"},
+    config = {"global": {"scrape_interval": SCRAPE_INTERVAL,
+                         "evaluation_interval": SCRAPE_INTERVAL, "scrape_timeout": "450ms"},
               "rule_files": [str(tmp_path / "rules.yml")],
               "scrape_configs": [{"job_name": "limitless-streamer", "static_configs": [
                   {"targets": [f"127.0.0.1:{target_port}"]}]}]}
@@ -680,11 +682,6 @@ async def test_deploy_real_prometheus_scrapes_daemon_dashboards_and_alerts(
             "health": {"audit_interval_s": 0.5, "audit_sample": 2, "probe_check_s": 0.5},
         })
         feed = await tg.start(partial(run_daemon, settings, metrics, specs))
-        for kicks in (1, 2):  # reconnect series (by reason) and resubscribe re-seeds
-            await wait_until(lambda: feed.stats.connected and all(
-                e.sync.seeded for e in feed.universe.active()) and feed.universe.active())
-            sim.kick_all()
-            await wait_until(lambda k=kicks: sum(feed.stats.disconnects.values()) >= k)
         http_scope = anyio.CancelScope()
 
         async def serve(*, task_status: TaskStatus[int]) -> None:
@@ -693,7 +690,13 @@ async def test_deploy_real_prometheus_scrapes_daemon_dashboards_and_alerts(
                                  task_status=task_status)
 
         port = await tg.start(serve)
-        async with prometheus(tmp_path, port) as prom:
+        async with prometheus(tmp_path, port) as prom:  # its first scrape takes ~5 s
+            for kicks in (1, 2):  # reconnect series (by reason) and resubscribe re-seeds
+                await wait_until(lambda: feed.stats.connected and all(
+                    e.sync.seeded for e in feed.universe.active()) and feed.universe.active())
+                sim.kick_all()
+                await wait_until(lambda k=kicks: sum(feed.stats.disconnects.values()) >= k)
+
             # 1. Every dashboard query and variable returns data from the live daemon.
             async def scraped_enough() -> bool:
                 result = await prom.query("count_over_time(limitless_streamer_feed_frames_total"
@@ -720,6 +723,7 @@ async def test_deploy_real_prometheus_scrapes_daemon_dashboards_and_alerts(
 
             await prom.wait(firing("LimitlessRestThrottled", "LimitlessSinkDropping"),
                             "RestThrottled (429s) and SinkDropping (slow drop-newest sink)")
+            assert "LimitlessNoData" not in await prom.firing()  # the short window is enough
             sim.pause()  # books freeze, pings go on: connected but no data
             await prom.wait(firing("LimitlessNoData"), "NoData while paused")
             sim.stall(30.0)  # total silence: heartbeat timeout, reconnects stall
@@ -742,7 +746,7 @@ def fanout_has_drops(metrics: Metrics) -> bool:
 
 def test_deploy_fast_rules_rewrite_every_window() -> None:
     text = fast_rules()
-    assert not re.search(r"\[(?!5s\])", text.split("groups:", 1)[1])
+    assert not re.search(rf"\[(?!{FAST_WINDOW}\])", text.split("groups:", 1)[1])
     assert "for: 0s" in text and not re.search(r"for: [1-9]", text)
 
 

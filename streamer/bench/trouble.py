@@ -189,12 +189,16 @@ def _drop_to_resubscribe(run: Run) -> list[float]:
 # -- scenarios --------------------------------------------------------------------------
 
 
-async def drops(seconds: float = 30.0, every_s: float = 3.0, books: int = 20) -> Outcome:
-    """The venue drops every client every ``every_s``: reconnect at once, books exact."""
+async def drops(seconds: float = 30.0, every_s: float = 3.0, books: int = 20,
+                **overrides: Any) -> Outcome:
+    """The venue drops every client every ``every_s``: reconnect at once, books exact.
+
+    ``overrides``: daemon settings (as for :func:`daemon`), here and in the other scenarios.
+    """
     out = Outcome("drops")
     config = SimulatorConfig(seed=11, markets=books, groups=0, amm_markets=0, rate_hz=100.0,
                              kick_every_s=every_s)
-    async with daemon(config) as run:
+    async with daemon(config, **overrides) as run:
         await anyio.sleep(seconds)  # the scenario's length: the venue does the work
         wrong = await run.settle()
         gaps = _drop_to_resubscribe(run)
@@ -246,13 +250,14 @@ def _orderbook_calls(run: Run) -> int:
                if path.endswith("/orderbook"))
 
 
-async def faults(markets: int = 30, failing: float = 0.6, within_s: float = 60.0) -> Outcome:
+async def faults(markets: int = 30, failing: float = 0.6, within_s: float = 60.0,
+                 **overrides: Any) -> Outcome:
     """60 % of REST calls fail (429 or 503): every quiet book seeded, /readyz 200."""
     out = Outcome("faults")
     config = SimulatorConfig(seed=13, markets=markets, groups=0, amm_markets=0, rate_hz=10.0,
                              trading_markets=1, rest_429_rate=failing / 2,
                              rest_503_rate=failing / 2)
-    async with daemon(config) as run:
+    async with daemon(config, **overrides) as run:
         ready = await run.wait_for(lambda: run.metrics.readiness()[0], within_s)
         out.figures["ready_s"] = round(time.monotonic() - run.started, 1)
         out.figures["seed_failures"] = run.feed.stats.seed_failures
@@ -285,13 +290,14 @@ async def clock(after_updates: int = 20) -> Outcome:
     return out
 
 
-async def delist(delisted_s: float = 8.0) -> Outcome:
+async def delist(delisted_s: float = 8.0, **overrides: Any) -> Outcome:
     """Two named markets delisted for a while and relisted: the daemon stays up, emits a
     ``removed`` record and later a fresh ``book`` for each, and their books end equal."""
     out = Outcome("delist")
     config = SimulatorConfig(seed=15, markets=5, groups=0, amm_markets=0, rate_hz=40.0)
     probe = Simulator(config).exchange.book_slugs()  # the same seed: the same slugs
-    async with daemon(config, markets=probe, discovery_interval_s=1.0) as run:
+    async with daemon(config, **{"markets": probe, "discovery_interval_s": 1.0,
+                                 **overrides}) as run:
         await run.wait_for(lambda: run.metrics.readiness()[0], 20.0)
         gone = probe[:2]
         for slug in gone:
@@ -330,9 +336,11 @@ def _first_after_removal(records: Sequence[Record], slug: str) -> str | None:
 
 
 async def stdout(stall_s: float = 20.0, rate_hz: float = 1500.0, ping_interval_ms: int = 25000,
-                 ping_timeout_ms: int = 20000) -> Outcome:
+                 ping_timeout_ms: int = 20000, before_s: float = 3.0,
+                 after_s: float = 5.0) -> Outcome:
     """The stdout reader stops reading for ``stall_s`` with default settings: no feed
-    disconnect, and the books rebuilt from stdout equal the venue's."""
+    disconnect, and the books rebuilt from stdout equal the venue's. It reads for
+    ``before_s`` first, and for ``after_s`` after the stall before the venue pauses."""
     out = Outcome("stdout")
     config = SimulatorConfig(seed=16, markets=20, groups=0, amm_markets=0, rate_hz=rate_hz,
                              ping_interval_ms=ping_interval_ms, ping_timeout_ms=ping_timeout_ms)
@@ -369,9 +377,9 @@ async def stdout(stall_s: float = 20.0, rate_hz: float = 1500.0, ping_interval_m
                             elif isinstance(record, Status):
                                 statuses.append(record.state)
 
-            await read_for(3.0)
+            await read_for(before_s)
             await anyio.sleep(stall_s)  # the reader stops reading: the point of the scenario
-            await read_for(5.0)
+            await read_for(after_s)
             sim.pause()
 
             def equal() -> bool:

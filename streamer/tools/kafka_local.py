@@ -107,13 +107,25 @@ def write_server_properties(directory: Path, port: int, controller_port: int) ->
 
 def format_storage(libs: Path, properties: Path) -> None:
     """Format the KRaft storage of ``properties`` with a fresh cluster id (once per dir)."""
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    cluster_id = _cluster_id()
     subprocess.run(
         ["java", "-Xmx128m", "-XX:TieredStopAtLevel=1", "-cp", f"{libs}/*",
          "kafka.tools.StorageTool", "format", "--ignore-formatted", "-t", cluster_id,
          "-c", os.fspath(properties)],
         check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
     )
+
+
+def _cluster_id() -> str:
+    """A random KRaft cluster id that does not start with ``-``.
+
+    Like Kafka's own ``Uuid.randomUuid``: one id in 64 would otherwise begin with ``-`` and
+    ``StorageTool`` would parse it as an option (``format`` exits 1).
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def broker_argv(libs: Path, properties: Path, heap: str = DEFAULT_HEAP) -> list[str]:

@@ -1,12 +1,15 @@
 """Hot standby with real brokers: daemons as subprocesses sharing a lease.
 
-Two daemons (A, B) follow the simulator and share a lease with ttl 1 s, publishing to
+Two daemons (A, B) follow the simulator and share a lease with ttl 2 s, publishing to
 the same broker stream. The holder is SIGKILLed: the standby takes over within ttl + 2 s.
 A fresh standby (C) is started; the new holder is then frozen (SIGSTOP) for longer than
-the ttl, C takes over, and the frozen one is resumed (SIGCONT): it must not publish
-again. The stream, read back, has exactly three runs, never two runs interleaved on one
-market, no gap and no duplicate within a run, and the books rebuilt by the consumer
-rules equal the simulator's.
+the ttl, C takes over, and the frozen one is resumed (SIGCONT): it must publish nothing it
+received after resuming. The stream, read back, has exactly three runs, no gap and no
+duplicate within a run, and the books rebuilt by the consumer rules equal the simulator's.
+Runs never interleave on a market, except for the documented residual window
+(streamer/lease.py): a write that had passed the gate when the holder was frozen completes
+after it resumes; the consumer rules ignore those records (an older run). That the records
+queued behind such a write are fenced is tests/sinks/test_fanout.py's.
 """
 
 from __future__ import annotations
@@ -35,7 +38,11 @@ from tests.brokers.conftest import BrokerProcess, free_port
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration, pytest.mark.brokers, pytest.mark.slow]
 
-TTL_S = 1.0
+TTL_S = 2.0
+"""Not shorter: a renewal call times out after ttl/3, and on two busy cores a daemon can
+stall that long (the lease is then lost and taken again, as a new run)."""
+RATE_HZ = 100.0
+"""Book steps per second across the simulator's markets: the stream grows fast."""
 
 
 @dataclass
@@ -89,11 +96,26 @@ async def wait_for(predicate: Any, timeout_s: float, what: str) -> None:
     while not await predicate():
         if time.monotonic() > deadline:
             pytest.fail(f"timed out waiting for {what}")
-        await anyio.sleep(0.05)
+        await anyio.sleep(0.1)  # each poll reads the whole stream or renders /metrics
 
 
 async def read_stream(url: str) -> list[Record]:
     return [decode_record(line) async for line in open_broker_source(url, follow=False)]
+
+
+def late_records(records: list[Record]) -> list[Book | BookDelta]:
+    """Book records of a run that began before a run that already fed their market."""
+    rank: dict[str, int] = {}
+    newest: dict[str, int] = {}
+    late = []
+    for record in records:
+        if isinstance(record, Book | BookDelta):
+            run = rank.setdefault(record.run, len(rank))
+            if run < newest.get(record.market, -1):
+                late.append(record)
+            else:
+                newest[record.market] = run
+    return late
 
 
 def runs_per_market(records: list[Record]) -> dict[str, list[str]]:
@@ -119,7 +141,7 @@ async def test_hot_standby_survives_sigkill_and_sigstop_of_the_holder(
     else:
         sink = f"redis://127.0.0.1:{server.port}/0?stream=ha"
         lease = f"redis://127.0.0.1:{server.port}/0?key=ha-lease&ttl={TTL_S}s"
-    sim = Simulator(SimulatorConfig(seed=41, markets=4, groups=0, rate_hz=30.0, quirks=False))
+    sim = Simulator(SimulatorConfig(seed=41, markets=4, groups=0, rate_hz=RATE_HZ, quirks=False))
     daemons: list[Daemon] = []
     try:
         async with anyio.create_task_group() as tg:
@@ -175,6 +197,7 @@ async def test_hot_standby_survives_sigkill_and_sigstop_of_the_holder(
                 return await c.lease_held() == 1.0
 
             await wait_for(c_holds, TTL_S + 5.0, "the third daemon to take over")
+            resumed_ms = time.time_ns() // 1_000_000  # what it receives now is stamped later
             standby.signal(signal.SIGCONT)
 
             async def resumed_is_standby() -> bool:
@@ -206,16 +229,17 @@ async def test_hot_standby_survives_sigkill_and_sigstop_of_the_holder(
     for record in records:
         if isinstance(record, Book | BookDelta):
             replayer.apply(record)
-    book_runs = {r.run for r in records if isinstance(r, Book | BookDelta)}
+    book_runs = list(dict.fromkeys(r.run for r in records if isinstance(r, Book | BookDelta)))
     assert len(book_runs) == 3, book_runs
-    per_market = runs_per_market(records)
-    for market, runs in per_market.items():
-        assert len(runs) == len(set(runs)), f"{market} was fed by interleaved runs: {runs}"
-        assert len(runs) <= 3
-    assert not replayer.gaps and replayer.duplicates == 0 and replayer.stale_runs == 0
+    frozen_run = book_runs[1]  # the holder after the SIGKILL, then frozen
+    late = late_records(records)  # only the write in flight when it was frozen
+    assert all(r.run == frozen_run and r.recv_ts < resumed_ms for r in late), [
+        (r.market, r.run, r.seq, r.recv_ts - resumed_ms) for r in late]
+    assert replayer.stale_runs == len(late)  # the consumer rules ignore them
+    assert not replayer.gaps and replayer.duplicates == 0
     assert takeover_s < TTL_S + 2.0
     print(f"{broker}: takeover after SIGKILL in {takeover_s:.2f}s; "
-          f"{len(records)} records, runs {len(book_runs)}")
+          f"{len(records)} records, runs {len(book_runs)}, {len(late)} late from the frozen run")
 
 
 async def test_nats_standby_with_ttl_3s_takes_over_within_5s_of_a_sigkill(
@@ -224,7 +248,7 @@ async def test_nats_standby_with_ttl_3s_takes_over_within_5s_of_a_sigkill(
     """The issue's target as stated: ttl 3 s, SIGKILL of the holder, two runs."""
     sink = f"nats://127.0.0.1:{nats_server.port}/ha3.books?stream=HA3_BOOKS"
     lease = f"nats://127.0.0.1:{nats_server.port}/ha3_lease?ttl=3s"
-    sim = Simulator(SimulatorConfig(seed=43, markets=5, groups=0, rate_hz=30.0, quirks=False))
+    sim = Simulator(SimulatorConfig(seed=43, markets=5, groups=0, rate_hz=RATE_HZ, quirks=False))
     daemons: list[Daemon] = []
     try:
         async with anyio.create_task_group() as tg:

@@ -124,8 +124,11 @@ def _seq_ok(records: list[Any]) -> dict[str, list[int]]:
 
 
 async def test_daemon_streams_exact_books_through_repeated_kicks() -> None:
-    config = SimulatorConfig(seed=7, markets=6, groups=1, rate_hz=80.0, kick_every_s=1.0)
-    async with daemon(config) as h:
+    config = SimulatorConfig(seed=7, markets=6, groups=1, rate_hz=80.0, kick_every_s=0.6)
+    # Reconnect at once after each kick (not after the default 1 s floor between attempts).
+    async with daemon(config, feed={"backoff": {"initial_s": 0.05, "cap_s": 0.5},
+                                    "min_attempt_interval_s": 0.1,
+                                    "healthy_jitter_s": 0.1}) as h:
         await h.wait_for(lambda: sum(h.feed.stats.disconnects.values()) >= 3)
         await h.wait_for(lambda: h.feed.stats.connected)
         h.sim.pause()

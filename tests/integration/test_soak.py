@@ -17,7 +17,7 @@ from tests.integration.test_daemon import _seq_ok, daemon
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
-SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "6"))
+SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "4"))
 
 
 @pytest.mark.timeout(SOAK_SECONDS + 120)

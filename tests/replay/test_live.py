@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import anyio
+import msgspec
 import pytest
 
 from orderbook.replay import Replayer
@@ -37,6 +38,10 @@ def _sessions(n: int) -> Callable[[list[Record]], bool]:
 
 
 _three_sessions = _sessions(3)
+FAST_SESSIONS = {"backoff": {"initial_s": 0.05, "cap_s": 0.5}, "min_attempt_interval_s": 0.1,
+                 "healthy_jitter_s": 0.05}
+"""Feed settings for many short sessions: reconnect at once after each drop (not after the
+default 1 s floor between attempts)."""
 
 
 async def test_live_run_and_its_replay_emit_the_same_records(tmp_path: Path) -> None:
@@ -75,16 +80,17 @@ async def test_a_recording_whose_start_was_rotated_away_still_replays(tmp_path: 
     out = tmp_path / "rec"
     record = {"dir": str(out), "max_bytes": 1024, "keep": 20, "flush_interval_s": 0.05}
 
-    def done(records: list[Record]) -> bool:  # 10 sessions, the last one with books
-        if not _sessions(10)(records):
+    def done(records: list[Record]) -> bool:  # 6 sessions, the last one with books
+        if not _sessions(6)(records):
             return False
         last = max(i for i, r in enumerate(records) if isinstance(r, Status)
                    and r.state in ("subscribed", "resubscribed"))
         return sum(isinstance(r, Book | BookDelta) for r in records[last:]) >= 5
 
     with anyio.fail_after(60):
-        live = await record_simulator(out, scenario(seed=9, kick_every_s=0.7), None,
-                                      until=done, record=record)
+        config = msgspec.structs.replace(scenario(seed=9, kick_every_s=0.5), rate_hz=40.0)
+        live = await record_simulator(out, config, None, until=done, record=record,
+                                      feed=FAST_SESSIONS)
         replayed, stats = await replay_records(out)
     header, _ = load(out)
     assert header["segment"] > 0  # the run's first segments are gone

@@ -9,6 +9,7 @@ import pytest
 
 from sinks.base import SinkClosed, SinkConfigError, SinkRejected
 from sinks.fanout import Fanout, OverflowPolicy, SinkSpec, SinkState
+from sinks.gate import PublishGate
 from sinks.memory import MemorySink
 from sinks.records import SCHEMA_VERSION, Record, Status
 
@@ -352,6 +353,34 @@ async def test_fanout_wait_ready_waits_for_block_queue_space() -> None:
         assert fanout.ready
         fanout.close()
     assert slow.records == statuses(2)
+
+
+async def test_fanout_gate_fences_queued_records_but_not_the_write_in_flight() -> None:
+    """Hot standby: the lease deadline passes (a holder frozen by SIGSTOP) while a write is
+    in flight and more records are queued. The write in flight completes (the residual
+    window of streamer/lease.py); the queued records are fenced before their write."""
+    now = 0.0
+    gate = PublishGate(lambda: now)
+    gate.open("run-1", 10.0)
+    slow = GatedSink()
+    fanout = Fanout([SinkSpec(slow)], gate=gate)
+    records = [Status(v=SCHEMA_VERSION, state="connected", recv_ts=i, run="run-1")
+               for i in range(3)]
+    async with anyio.create_task_group() as tg:
+        await tg.start(fanout.run)
+        await fanout.publish(records[0])
+        with anyio.fail_after(5):
+            await slow.entered.wait()  # record 0 passed the gate: it is being written
+        await fanout.publish(records[1])
+        await fanout.publish(records[2])
+        assert fanout.stats["gated"].depth == 2 and gate.fenced == 0
+        now = 11.0  # the deadline passes before the queued records are written
+        slow.gate.set()
+        await anyio.wait_all_tasks_blocked()
+        assert fanout.stats["gated"].depth == 0
+        fanout.close()
+    assert slow.records == records[:1]
+    assert gate.fenced == 2
 
 
 async def test_fanout_reopen_reaches_reopenable_sinks_only() -> None:
