@@ -18,7 +18,8 @@ Two clients read the very same frames in this process, one after the other:
 
 CPU is ``getrusage(RUSAGE_SELF)`` user + system time, i.e. every thread of this
 process (the file sink's writer thread included), counted from the first book frame
-received to the last record written. The headline is the ratio of CPU per frame,
+received to the last record written (and, with ``record.dir`` set, to the last entry
+of the recording written). The headline is the ratio of CPU per frame,
 daemon over bare. After each daemon run the NDJSON output is replayed and every book
 must equal the exchange model's final book, level for level.
 
@@ -65,6 +66,7 @@ from streamer.simulator.exchange import BookUpdate, Exchange
 from streamer.simulator.rest import Quirks, market_payload, orderbook_payload
 from streamer.simulator.ws import orderbook_frame
 
+RECORD_PENDING: Final = "limitless_streamer_record_queue_entries"
 _ENCODER: Final = msgspec.json.Encoder(decimal_format="number")
 _OPEN: Final = ('0{"sid":"bench","upgrades":[],"pingInterval":25000,"pingTimeout":20000,'
                 '"maxPayload":100000000}')
@@ -353,6 +355,7 @@ async def run_daemon(work: Workload, server: Server, out: Path,
         while feed.stats.book_events < n:  # noqa: ASYNC110
             await anyio.sleep(0.005)
         await _wait_written(feed)
+        await _wait_recorded(metrics)
         wall, cpu = time.perf_counter() - wall0, cpu_s() - cpu0
         if os.environ.get("BENCH_THREADS"):
             print(f"event-loop thread {(time.thread_time() - main0) / n * 1e6:.1f} us/frame, "
@@ -373,6 +376,13 @@ async def _wait_written(feed: Any) -> None:
     stats = list(feed._fanout.stats.values())
     while any(s.depth or s.in_flight for s in stats):  # noqa: ASYNC110
         await anyio.sleep(0.002)
+
+
+async def _wait_recorded(metrics: Metrics) -> None:
+    """With ``record.dir`` set: wait until the recorder has written everything received, so
+    the recording's cost of these frames is all counted."""
+    while metrics.registry.get_sample_value(RECORD_PENDING):  # noqa: ASYNC110
+        await anyio.sleep(0.01)
 
 
 def _text(sides: tuple[list[Any], list[Any]]) -> tuple[list[tuple[str, str]], ...]:

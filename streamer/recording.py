@@ -151,6 +151,7 @@ class Recorder:
         self._header = dict(header or {})
         self._secrets = tuple(v.encode() for v in secret_values if len(v) >= _MIN_SECRET_CHARS)
         self._buf: list[Entry] = []
+        self._in_flight = 0
         self._max = settings.queue_max
         self._wake_at = max(1, min(4096, settings.queue_max // 4))
         self._wake = anyio.Event()
@@ -230,8 +231,17 @@ class Recorder:
                 self._gap = 0
             batch, self._buf = self._buf, []
             if batch:
-                with anyio.CancelScope(shield=True):  # a batch taken is a batch written
-                    await anyio.to_thread.run_sync(self._write_batch, batch)
+                self._in_flight = len(batch)
+                try:
+                    with anyio.CancelScope(shield=True):  # a batch taken is a batch written
+                        await anyio.to_thread.run_sync(self._write_batch, batch)
+                finally:
+                    self._in_flight = 0
+
+    @property
+    def pending(self) -> int:
+        """Entries received but not written yet (buffered, or in the batch being written)."""
+        return len(self._buf) + self._in_flight
 
     def _open_dir(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -666,8 +676,9 @@ class RecorderCollector(Collector):
             c = CounterMetricFamily(p + name, doc)
             c.add_metric([], float(value))
             yield c
-        g = GaugeMetricFamily(p + "record_queue_entries", "Entries waiting for the writer.")
-        g.add_metric([], float(len(self._r._buf)))
+        g = GaugeMetricFamily(p + "record_queue_entries",
+                              "Entries not written yet (buffered or being written).")
+        g.add_metric([], float(self._r.pending))
         yield g
 
 

@@ -101,6 +101,21 @@ async def test_recorder_full_buffer_drops_counts_and_marks_the_gap(tmp_path: Pat
     assert entries[3][2] == 2
 
 
+async def test_recorder_pending_counts_entries_until_they_are_written(tmp_path: Path) -> None:
+    from prometheus_client import CollectorRegistry
+
+    registry = CollectorRegistry()
+    gauge = "limitless_streamer_record_queue_entries"
+    async with open_recorder(_settings(tmp_path, flush_interval_s=60), run="r4") as rec:
+        registry.register(recording.RecorderCollector(rec))
+        for i in range(3):
+            rec.ws(1, f"f{i}")
+        assert rec.pending == 3 and registry.get_sample_value(gauge) == 3
+        await rec.flush()
+        assert rec.pending == 0 and registry.get_sample_value(gauge) == 0
+        assert rec.stats.entries == 3
+
+
 async def test_recorder_never_writes_a_credential(tmp_path: Path) -> None:
     secret = "s3cr3t-api-key-value"
     async with open_recorder(_settings(tmp_path), secret_values=[secret]) as rec:
