@@ -440,8 +440,6 @@ class LatencyMetrics(Metrics):
 async def run_latency(work: Workload, server: Server, out: Path, overrides: list[str],
                       rate: int) -> LatencyMetrics:
     """The run path fed ``rate`` frames a second; exact receive-to-sink latencies."""
-    from streamer import app
-
     tree = daemon_settings(work, server, out, overrides)
     tree["ws_url"] += f"/paced{rate}"
     settings = load_settings(None, tree)
@@ -462,7 +460,8 @@ async def run_latency(work: Workload, server: Server, out: Path, overrides: list
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(watch, tg.cancel_scope)
-        await app.run(settings, None, on_feed=on_feed, handle_signals=False, metrics=metrics)
+        await run_recorded(settings, None, on_feed=on_feed, handle_signals=False,
+                           metrics=metrics)
     return metrics
 
 
