@@ -39,11 +39,10 @@ Segments rotate by compressed size and by age; only the newest ``keep`` segments
 frame, 14x smaller), so ``zstdcat`` reads a segment and a crash loses at most the
 last batch (``flush_interval_s``, or 4096 entries).
 
-Hot path: the reader appends one tuple to a list; every 64 entries, the event loop
-encodes them and feeds them to the open Zstandard frame (about 170 us for 64 frames
-of 2 KB). Compressing there, while the frames are still in the CPU's cache and with
-no GIL hand-off to a thread and back per chunk, costs about half what a writer thread
-doing the same work did. A worker thread only writes finished frames to the file.
+Hot path: the reader appends one tuple to a list; every 256 entries, the event loop
+encodes them and feeds them to the open Zstandard frame (about 0.7 ms for 256 frames
+of 2 KB), with no GIL hand-off to a thread and back per chunk. A worker thread only
+writes finished frames to the file.
 Bounded: beyond ``queue_max`` entries not yet written (buffered, compressed, or being
 written), new ones are dropped and counted, and a ``g`` entry marks the gap.
 """
@@ -104,7 +103,11 @@ _DROPPED_HEADERS: Final = frozenset({"content-encoding", "content-length", "tran
 _REDACTED: Final = b"<redacted>"
 _MIN_SECRET_CHARS: Final = 6
 _COMPRESS_LEVEL: Final = 1
-_CHUNK: Final = 64
+_CHUNK: Final = 256
+"""Entries compressed at once on the event loop (about 0.7 ms for 256 frames of 2 KB):
+fewer cold starts of the compressor than 64 (measured 2-6 % less CPU end to end)."""
+_PIECE: Final = 64
+"""Entries encoded per ``compress`` call: cache-sized, cheaper than one big join."""
 _PREAMBLE_MAX: Final = 4096
 
 Entry = tuple[Any, ...]
@@ -183,7 +186,7 @@ class Recorder:
         self._segment_bytes = 0
         self._segment_started = 0.0
 
-    # -- the event-loop side (cheap) -------------------------------------------------------
+    # -- the event-loop side ---------------------------------------------------------------
 
     @property
     def pending(self) -> int:
@@ -230,7 +233,9 @@ class Recorder:
         """Encode and compress the buffered entries into the open frame."""
         if self._buf:
             chunk, self._buf = self._buf, []
-            self._parts.append(self._compressor.compress(self._encode(chunk, self._encoder)))
+            compress, parts = self._compressor.compress, self._parts
+            for i in range(0, len(chunk), _PIECE):
+                parts.append(compress(self._encode(chunk[i:i + _PIECE], self._encoder)))
             self._packed += len(chunk)
             if self._packed >= self._wake_at:
                 self._wake.set()
