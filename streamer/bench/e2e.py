@@ -18,7 +18,8 @@ Two clients read the very same frames in this process, one after the other:
 
 CPU is ``getrusage(RUSAGE_SELF)`` user + system time, i.e. every thread of this
 process (the file sink's writer thread included), counted from the first book frame
-received to the last record written. The headline is the ratio of CPU per frame,
+received to the last record written (and, with ``record.dir`` set, to the last entry
+of the recording written). The headline is the ratio of CPU per frame,
 daemon over bare. After each daemon run the NDJSON output is replayed and every book
 must equal the exchange model's final book, level for level.
 
@@ -26,6 +27,12 @@ To measure an option of the daemon, pass settings with ``--set`` (repeatable), e
 ``--set record.dir=/tmp/rec`` for the cost of ``run --record``, or
 ``--set feed.lifecycle=false`` or ``--set 'sinks=["file:/dev/null"]'``: each is a dotted
 settings path and a JSON (or plain string) value, applied to the daemon runs only.
+
+To measure what an option costs in one command, pass it with ``--compare-set`` instead
+(repeatable, same syntax): each repeat then runs the daemon without and with it,
+alternating which goes first, and prints both, the best-of overhead in percent and the
+spread of the per-repeat overheads, e.g. ``--workload typical --repeat 5 --compare-set
+record.dir=/tmp/rec`` for the cost of ``run --record``.
 """
 
 from __future__ import annotations
@@ -59,6 +66,7 @@ from streamer.simulator.exchange import BookUpdate, Exchange
 from streamer.simulator.rest import Quirks, market_payload, orderbook_payload
 from streamer.simulator.ws import orderbook_frame
 
+RECORD_PENDING: Final = "limitless_streamer_record_queue_entries"
 _ENCODER: Final = msgspec.json.Encoder(decimal_format="number")
 _OPEN: Final = ('0{"sid":"bench","upgrades":[],"pingInterval":25000,"pingTimeout":20000,'
                 '"maxPayload":100000000}')
@@ -350,6 +358,7 @@ async def run_daemon(work: Workload, server: Server, out: Path,
         while feed.stats.book_events < n:  # noqa: ASYNC110
             await anyio.sleep(0.005)
         await _wait_written(feed)
+        await _wait_recorded(metrics)
         wall, cpu = time.perf_counter() - wall0, cpu_s() - cpu0
         if os.environ.get("BENCH_THREADS"):
             print(f"event-loop thread {(time.thread_time() - main0) / n * 1e6:.1f} us/frame, "
@@ -370,6 +379,13 @@ async def _wait_written(feed: Any) -> None:
     stats = list(feed._fanout.stats.values())
     while any(s.depth or s.in_flight for s in stats):  # noqa: ASYNC110
         await anyio.sleep(0.002)
+
+
+async def _wait_recorded(metrics: Metrics) -> None:
+    """With ``record.dir`` set: wait until the recorder has written everything received, so
+    the recording's cost of these frames is all counted."""
+    while metrics.registry.get_sample_value(RECORD_PENDING):  # noqa: ASYNC110
+        await anyio.sleep(0.01)
 
 
 def _text(sides: tuple[list[Any], list[Any]]) -> tuple[list[tuple[str, str]], ...]:
@@ -434,8 +450,6 @@ class LatencyMetrics(Metrics):
 async def run_latency(work: Workload, server: Server, out: Path, overrides: list[str],
                       rate: int) -> LatencyMetrics:
     """The run path fed ``rate`` frames a second; exact receive-to-sink latencies."""
-    from streamer import app
-
     tree = daemon_settings(work, server, out, overrides)
     tree["ws_url"] += f"/paced{rate}"
     settings = load_settings(None, tree)
@@ -456,7 +470,8 @@ async def run_latency(work: Workload, server: Server, out: Path, overrides: list
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(watch, tg.cancel_scope)
-        await app.run(settings, None, on_feed=on_feed, handle_signals=False, metrics=metrics)
+        await run_recorded(settings, None, on_feed=on_feed, handle_signals=False,
+                           metrics=metrics)
     return metrics
 
 
@@ -491,27 +506,56 @@ def check_books(work: Workload, out: Path) -> tuple[int, int, float]:
 # ----------------------------------------------------------------------------- driver
 
 
-async def measure(work: Workload, args: argparse.Namespace, tmp: Path) -> dict[str, Result]:
-    """Best (lowest CPU) of ``repeat`` alternating runs of each client; books checked."""
-    best: dict[str, Result] = {}
+COMPARED: Final = "compared"
+"""The key of the daemon runs with ``--compare-set`` in :func:`measure`'s results."""
+
+
+async def measure(work: Workload, args: argparse.Namespace,
+                  tmp: Path) -> dict[str, list[Result]]:
+    """``repeat`` alternating runs of each client, in run order; books checked.
+
+    With ``--compare-set``, each repeat also runs the daemon with those settings
+    (:data:`COMPARED`), alternating which of the two daemon runs goes first.
+    """
+    runs: dict[str, list[Result]] = {}
     server = Server(work, tmp)
     try:
         for i in range(args.repeat):
-            for name in ("bare", "daemon"):
+            order = ["daemon", COMPARED] if args.compare_set else ["daemon"]
+            for name in ["bare", *(order if i % 2 == 0 else order[::-1])]:
                 gc.collect()
                 out = tmp / f"run{i}.ndjson"
                 if name == "bare":
                     result = await run_bare(work, server)
                 else:
-                    result = await run_daemon(work, server, out, args.set)
+                    overrides = args.set + (args.compare_set if name == COMPARED else [])
+                    result = await run_daemon(work, server, out, overrides)
                     result.records, deltas, changed = check_books(work, out)
                     result.name += f" ({changed:.1f} levels/delta)"
+                    if name == COMPARED:
+                        result.name = "daemon + " + " ".join(args.compare_set)
                     out.unlink()
-                if name not in best or result.cpu_s < best[name].cpu_s:
-                    best[name] = result
+                runs.setdefault(name, []).append(result)
     finally:
         server.close()
-    return best
+    return runs
+
+
+def best_of(results: list[Result]) -> Result:
+    """The run with the least CPU."""
+    return min(results, key=lambda r: r.cpu_s)
+
+
+def overhead_line(workload: str, runs: dict[str, list[Result]], compared: list[str]) -> str:
+    """The cost of the ``--compare-set`` settings: best over best, and the per-repeat spread."""
+    base, other = best_of(runs["daemon"]), best_of(runs[COMPARED])
+    best = other.cpu_us_per_frame / base.cpu_us_per_frame - 1
+    pairs = sorted(b.cpu_us_per_frame / a.cpu_us_per_frame - 1
+                   for a, b in zip(runs["daemon"], runs[COMPARED], strict=True))
+    median = pairs[len(pairs) // 2]
+    return (f"cost of {' '.join(compared)}, {workload}: {best:+.1%} CPU per frame, best of "
+            f"{len(pairs)} each ({base.cpu_us_per_frame:.1f} -> {other.cpu_us_per_frame:.1f} "
+            f"us); per repeat {pairs[0]:+.1%} .. {pairs[-1]:+.1%}, median {median:+.1%}")
 
 
 async def latency_main(args: argparse.Namespace) -> tuple[float, float]:
@@ -537,21 +581,28 @@ async def main_async(args: argparse.Namespace) -> dict[str, float]:
     print(f"{args.frames} orderbookUpdate frames per run over a loopback socket, "
           f"{args.markets} markets, {args.levels} levels per side, best of {args.repeat}"
           + ("" if args.quirks else ", no encoding quirks")
-          + (f", daemon settings {args.set}" if args.set else ""))
+          + (f", daemon settings {args.set}" if args.set else "")
+          + (f", daemon with and without {args.compare_set}" if args.compare_set else ""))
     print(f"{'workload':9} {'client':58} {'frames/s':>9} {'CPU us/frame':>13}")
     ratios: dict[str, float] = {}
+    overheads: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.workload:
             work = make_workload(args.frames, args.markets, args.levels, args.seed,
                                  WORKLOADS[name], args.quirks)
-            best = await measure(work, args, Path(tmp))
+            runs = await measure(work, args, Path(tmp))
+            best = {client: best_of(results) for client, results in runs.items()}
             for r in best.values():
                 print(f"{name:9} {r.name:58} {r.frames_per_s:9.0f} {r.cpu_us_per_frame:13.1f}")
             ratios[name] = best["daemon"].cpu_us_per_frame / best["bare"].cpu_us_per_frame
+            if args.compare_set:
+                overheads.append(overhead_line(name, runs, args.compare_set))
     for name, ratio in ratios.items():
         verdict = "within" if ratio <= TARGETS[name] else "OVER"
         print(f"ratio daemon/bare CPU per frame, {name}: {ratio:.2f}x "
               f"({verdict} the {TARGETS[name]}x target); final books exact")
+    for line in overheads:
+        print(line)
     return ratios
 
 
@@ -574,6 +625,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
                         help="daemon setting for the daemon runs, e.g. feed.lifecycle=false "
                              "(repeatable; default: none)")
+    parser.add_argument("--compare-set", action="append", default=[], metavar="PATH=VALUE",
+                        help="also run the daemon with this setting, interleaved with the runs "
+                             "without it, and print its CPU overhead, e.g. "
+                             "record.dir=/tmp/rec (repeatable; default: none)")
     parser.add_argument("--latency-rate", type=int, metavar="N",
                         help="instead: push N frames a second and report receive-to-sink "
                              "latency p50/p99 (the typical workload; default off)")

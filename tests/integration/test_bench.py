@@ -26,6 +26,23 @@ async def test_bench_smoke_run_checks_books_and_reports_both_ratios(
     assert "per_market_metrics=false" in out
 
 
+async def test_bench_compare_set_runs_the_daemon_with_and_without_and_prints_the_cost(
+    capsys: pytest.CaptureFixture[str], tmp_path: object,
+) -> None:
+    from pathlib import Path
+
+    rec = Path(str(tmp_path)) / "rec"
+    args = bench.parse_args(["--frames", "300", "--markets", "3", "--levels", "5",
+                             "--repeat", "2", "--workload", "typical",
+                             "--compare-set", f"record.dir={rec}"])
+    await bench.main_async(args)
+    out = capsys.readouterr().out
+    assert f"daemon + record.dir={rec}" in out
+    assert f"cost of record.dir={rec}, typical: " in out and "per repeat" in out
+    # The compared runs really ran with the setting: one recording per compared run.
+    assert len({p.name.split(".")[0] for p in rec.iterdir()}) == 2
+
+
 def test_bench_check_books_refuses_a_wrong_book(tmp_path: object) -> None:
     from pathlib import Path
 

@@ -102,6 +102,57 @@ async def test_recorder_full_buffer_drops_counts_and_marks_the_gap(tmp_path: Pat
     assert entries[3][2] == 2
 
 
+async def test_recorder_fast_path_counts_compressed_entries_against_the_bound(
+        tmp_path: Path) -> None:
+    kept = recording._CHUNK + 44  # one chunk compressed, then 44 more buffered
+    settings = _settings(tmp_path, queue_max=kept, flush_interval_s=60)
+    frames = [f"f{i}" for i in range(kept + 50)]
+    async with open_recorder(settings, run="r5") as rec:
+        ws = recording.RecordingWebSocket(MemoryTransport(frames, yield_every=10**9), rec, 1)
+        for _ in frames:  # no checkpoint in between: the writer never runs
+            await ws.receive()
+        assert rec.pending == kept and rec.stats.dropped == 50
+    _, entries = load(tmp_path / "rec")
+    assert [e[3] for e in entries[:-1]] == frames[:kept]
+    assert entries[-1][0] == GAP and entries[-1][2] == 50  # marked even at shutdown
+    assert rec.stats.entries == kept + 1
+
+
+async def test_recorder_pending_counts_entries_until_they_are_written(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from prometheus_client import CollectorRegistry
+
+    registry = CollectorRegistry()
+    gauge = "limitless_streamer_record_queue_entries"
+    writing, release = threading.Event(), threading.Event()
+    async with open_recorder(_settings(tmp_path, flush_interval_s=60), run="r4") as rec:
+        registry.register(recording.RecorderCollector(rec))
+        write = rec._write_batch
+
+        def blocked_write(data: bytes, entries: int) -> None:
+            writing.set()
+            release.wait(10)
+            write(data, entries)
+
+        monkeypatch.setattr(rec, "_write_batch", blocked_write)
+        n = recording._CHUNK + 6  # one chunk compressed, six entries buffered
+        for i in range(n):
+            rec.ws(1, f"f{i}")
+        assert rec.pending == n and registry.get_sample_value(gauge) == n
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(rec.flush)
+            await anyio.to_thread.run_sync(writing.wait, 10)
+            rec.ws(1, "while writing")
+            assert rec.pending == n + 1 and registry.get_sample_value(gauge) == n + 1
+            release.set()
+        assert rec.pending == 1 and rec.stats.entries == n
+        await rec.flush()
+        assert rec.pending == 0 and registry.get_sample_value(gauge) == 0
+    assert [e[3] for e in load(tmp_path / "rec")[1]][-2:] == [f"f{n - 1}", "while writing"]
+
+
 async def test_recorder_never_writes_a_credential(tmp_path: Path) -> None:
     secret = "s3cr3t-api-key-value"
     async with open_recorder(_settings(tmp_path), secret_values=[secret]) as rec:
