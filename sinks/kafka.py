@@ -49,7 +49,15 @@ old one may have written, so, as the Redis sink does, the ``(partition, id)`` of
 of a failed batch is remembered as *unsure*; after the reconnect, before those are sent again,
 the last records of each partition involved (as many as it has unsure messages) are read back,
 and an unsure message whose ``id`` is already there is skipped. This is exact while this sink
-is the only writer of those partitions.
+is the only writer of those partitions, with one window left open: a produce request the old
+producer had already written to its socket (or that waits in the broker's request queue) can
+be appended by the broker *after* the new producer has read the partition ends, e.g. a broker
+that was frozen (GC pause, SIGSTOP) or slow serves the new connection before the old one's
+buffered request. What that request held is then stored twice: an exact copy, same value and
+same ``id`` header, later in the same partition; consumers that must see each record once
+skip an ``id`` they have seen (or a book ``seq`` at or below the last one). Closing the window
+would take fencing the old producer (a transactional producer with a fixed
+``transactional.id`` and ``read_committed`` consumers), which this sink does not do.
 
 SASL and TLS settings are passed to aiokafka as they are; passwords never appear in the sink's
 name, its logs or its errors (:func:`sinks.url.redact_url`).

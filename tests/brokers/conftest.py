@@ -49,6 +49,8 @@ from streamer.tools import kafka_local
 
 START_TIMEOUT_S: Final = 60.0
 POLL_S: Final = 0.02
+STOP_TIMEOUT_S: Final = 10.0
+STOP_POLL_S: Final = 0.001
 
 
 def nats_server_binary() -> Path:
@@ -84,6 +86,21 @@ def _valkey_ready(port: int) -> bool:
     with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
         sock.sendall(b"PING\r\n")
         return sock.recv(7).startswith(b"+PONG")
+
+
+def _all_threads_stopped(pid: int) -> bool:
+    """Whether every thread of ``pid`` is stopped (Linux ``/proc``; elsewhere: assume so)."""
+    tasks = Path(f"/proc/{pid}/task")
+    if not tasks.is_dir():
+        return True
+    states = []
+    for task in tasks.iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:  # the thread exited meanwhile
+            continue
+        states.append(stat.rpartition(")")[2].split()[0])  # the field after "(comm)"
+    return all(state in ("T", "t") for state in states)
 
 
 class BrokerProcess:
@@ -145,9 +162,21 @@ class BrokerProcess:
             process.wait()
 
     def pause(self) -> None:
-        """SIGSTOP: the broker is frozen; its sockets still accept bytes into kernel buffers."""
+        """SIGSTOP, and wait until every thread is stopped: the broker is then frozen; its
+        sockets still accept bytes into kernel buffers.
+
+        ``kill(SIGSTOP)`` returns before the process is stopped: the kernel wakes one thread,
+        and only when that thread runs does it stop the others. On a busy machine the other
+        threads (nats-server's are many) go on serving clients for milliseconds meanwhile, so
+        a publish sent right after ``kill`` may still be stored and acknowledged.
+        """
         assert self._process is not None
         self._process.send_signal(signal.SIGSTOP)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while not _all_threads_stopped(self._process.pid):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name} did not stop within {STOP_TIMEOUT_S}s")
+            time.sleep(STOP_POLL_S)  # polling an external process, not waiting for a task
 
     def resume(self) -> None:
         """SIGCONT after :meth:`pause`."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import re
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -133,38 +133,68 @@ async def test_daemon_with_a_missing_topic_stops_with_a_config_error(
         tg.cancel_scope.cancel()
 
 
-async def test_kafka_sink_replay_after_lost_acks_is_not_duplicated(
-    kafka_broker: BrokerProcess, tmp_path: Path
-) -> None:
-    """A batch whose acks never came (broker frozen) is spooled and replayed by a new
-    producer; what the broker had stored already is found by id and not sent twice."""
+def record_key(record: Record) -> str:
+    """The record's ``id`` (:func:`read_back` checks the header equals it)."""
+    return to_message(record, lambda kind, market: "").msg_id
+
+
+async def replay_after_lost_acks(broker: BrokerProcess, tmp_path: Path) -> tuple[int, int]:
+    """One round: a batch whose acks never came (broker frozen) is spooled and replayed by a
+    new producer, which skips what it finds stored already. Asserts what is guaranteed (see
+    :mod:`sinks.kafka`): nothing lost, each market in order, and a record stored twice is an
+    exact copy (same bytes, same ``id``) of one of the unsure batch. Returns (records the
+    check found stored and skipped, records stored twice)."""
     topic = new_topic("unsure")
     records = make_records(markets=3, per_market=60)
     first, unsure, last = records[:60], records[60:120], records[120:]
-    config = KafkaConfig(bootstrap=(f"127.0.0.1:{kafka_broker.port}",), topic=topic,
+    config = KafkaConfig(bootstrap=(f"127.0.0.1:{broker.port}",), topic=topic,
                          create=True, partitions=2, ack_timeout_s=1.0, linger_ms=0)
     sink = KafkaSink(config, spool=Spool(tmp_path / "spool", max_bytes=10_000_000),
                      backoff=fast_backoff)
     await sink.open()
     await sink.write(first)
-    kafka_broker.pause()  # the batch reaches the broker's socket; its acks come too late
+    broker.pause()  # the batch reaches the broker's socket; its acks come too late
     try:
         await sink.write(unsure)
-        assert (sink.stats.outages, sink.stats.spooled) == (1, len(unsure))
+        assert (sink.stats.outages, sink.stats.spooled) == (1, len(unsure)), sink.stats
     finally:
-        kafka_broker.resume()
+        broker.resume()
     with anyio.fail_after(30):
         while sink.spool is not None and sink.spool.pending:
             await sink.flush()
             await anyio.sleep(0.05)
     await sink.write(last)
     await sink.aclose()
-    got = await read_back(kafka_broker, topic, partitions=2)
-    assert sum(book_keys(got).values()) == len(book_keys(records))  # nothing twice
-    assert per_market(got) == per_market(records)
+    got = await read_back(broker, topic, partitions=2)  # checks each id against its record
+    stored = Counter(record_key(record) for record in got)
+    assert set(stored) == {record_key(record) for record in records}  # nothing lost
+    twice = stored - Counter(record_key(record) for record in records)
+    assert set(twice) <= {record_key(record) for record in unsure}
+    assert max(twice.values(), default=1) == 1
+    copies: dict[str, list[Record]] = defaultdict(list)
+    for record in got:
+        copies[record_key(record)].append(record)
+    assert all(copy == same[0] for same in copies.values() for copy in same)  # exact copies
+    distinct = [same[0] for same in copies.values()]  # in order of first arrival
+    assert per_market(distinct) == per_market(records)
     assert sink.stats.replayed == len(unsure)
-    assert sink.skipped == len(unsure)  # the frozen broker stored them; the check found them
-    print(f"kafka unsure batch: {sink.skipped} of {len(unsure)} found stored, not resent")
+    assert sink.skipped + sum(twice.values()) <= len(unsure)
+    return sink.skipped, sum(twice.values())
+
+
+async def test_kafka_sink_replay_after_lost_acks_skips_what_was_stored(
+    kafka_broker: BrokerProcess, tmp_path: Path
+) -> None:
+    """Three rounds of :func:`replay_after_lost_acks`. Usually the frozen broker stores the
+    unsure batch as soon as it resumes, before the new producer reads the partition ends:
+    the check finds it and nothing is stored twice. Rarely the broker stores it only after
+    that read, and the batch is stored twice (the window documented in :mod:`sinks.kafka`);
+    so this asserts the common case in at least one round, which fails if the check does
+    not work at all (every stored record would then be resent in every round)."""
+    rounds = [await replay_after_lost_acks(kafka_broker, tmp_path / f"round-{i}")
+              for i in range(3)]
+    print(f"kafka unsure batch of 60, (skipped, stored twice) per round: {rounds}")
+    assert any(skipped > 0 and twice == 0 for skipped, twice in rounds), rounds
 
 
 async def test_kafka_outage_midstream_loses_and_duplicates_nothing(

@@ -217,7 +217,7 @@ async def test_nats_sink_replay_after_lost_acks_is_deduplicated(
     await sink.write(first)
     nats_server.pause()  # the batch reaches the broker's socket, its acks never come back
     await sink.write(unsure)
-    assert (sink.stats.outages, sink.stats.spooled) == (1, len(unsure))
+    assert (sink.stats.outages, sink.stats.spooled) == (1, len(unsure)), sink.stats
     nats_server.resume()
 
     async def broker_stored_the_unsure_batch() -> bool:
