@@ -120,31 +120,29 @@ def parse_number(value: object) -> Entry | str:
 
 def price_entry(value: object) -> Entry | str:
     """``(key, text)`` of a price (cached), or why it is invalid (not in (0, 1], ...)."""
-    entry = _PRICES.get(value)
-    if entry is not None and type(value) in _WIRE_TYPES:
-        return entry
-    parsed = parse_number(value)
-    if isinstance(parsed, str):
-        return parsed
-    if not 0 < parsed[0] <= ONE:
-        return "price is not in (0, 1]"
-    if len(_PRICES) >= CACHE_MAX:
-        _PRICES.clear()
-    _PRICES[value] = parsed
-    return parsed
+    return _cached_entry(value, _PRICES, CACHE_MAX, price=True)
 
 
 def size_entry(value: object) -> Entry | str:
     """``(key, text)`` of a size (cached), or why it is invalid."""
-    entry = _SIZES.get(value)
+    return _cached_entry(value, _SIZES, SIZE_CACHE_MAX, price=False)
+
+
+def _cached_entry(value: object, cache: dict[object, Entry], limit: int, *,
+                  price: bool) -> Entry | str:
+    """``value`` looked up in ``cache``, or parsed (and a price range-checked) and cached;
+    the cache is cleared when it holds ``limit`` entries."""
+    entry = cache.get(value)
     if entry is not None and type(value) in _WIRE_TYPES:
         return entry
     parsed = parse_number(value)
     if isinstance(parsed, str):
         return parsed
-    if len(_SIZES) >= SIZE_CACHE_MAX:
-        _SIZES.clear()
-    _SIZES[value] = parsed
+    if price and not 0 < parsed[0] <= ONE:
+        return "price is not in (0, 1]"
+    if len(cache) >= limit:
+        cache.clear()
+    cache[value] = parsed
     return parsed
 
 
