@@ -118,6 +118,29 @@ def late_records(records: list[Record]) -> list[Book | BookDelta]:
     return late
 
 
+def replay(records: list[Record]) -> Replayer:
+    """The stream's book records, replayed by the consumer rules."""
+    replayer = Replayer()
+    for record in records:
+        if isinstance(record, Book | BookDelta):
+            replayer.apply(record)
+    return replayer
+
+
+async def wait_books_match(sim: Simulator, sink: str) -> None:
+    """Pause the venue and wait until the stream's replayed books equal its books."""
+    sim.pause()
+    expected = {slug: sim.exchange.book(slug) for slug in sim.exchange.book_slugs()}
+
+    async def books_match() -> bool:
+        replayer = replay(await read_stream(sink))
+        return all((book := replayer.book(slug)) is not None
+                   and numeric(book.levels()) == levels
+                   for slug, levels in expected.items())
+
+    await wait_for(books_match, 20, "the stream's books to equal the simulator's")
+
+
 def runs_per_market(records: list[Record]) -> dict[str, list[str]]:
     """Per market, the runs in stream order with consecutive repeats collapsed."""
     out: dict[str, list[str]] = {}
@@ -206,29 +229,14 @@ async def test_hot_standby_survives_sigkill_and_sigstop_of_the_holder(
             await wait_for(resumed_is_standby, 10, "the resumed daemon to stand by")
             before = len(await read_stream(sink))
             await wait_for(lambda: stream_grew(before + 100), 20, "the third holder")
-            sim.pause()
-            expected = {slug: sim.exchange.book(slug) for slug in sim.exchange.book_slugs()}
-
-            async def books_match() -> bool:
-                replayer = Replayer()
-                for record in await read_stream(sink):
-                    if isinstance(record, Book | BookDelta):
-                        replayer.apply(record)
-                return all((book := replayer.book(slug)) is not None
-                           and numeric(book.levels()) == levels
-                           for slug, levels in expected.items())
-
-            await wait_for(books_match, 20, "the stream's books to equal the simulator's")
+            await wait_books_match(sim, sink)
             assert await standby.lease_held() == 0.0  # never took it back
             tg.cancel_scope.cancel()
     finally:
         for daemon in daemons:
             daemon.stop()
     records = await read_stream(sink)
-    replayer = Replayer()
-    for record in records:
-        if isinstance(record, Book | BookDelta):
-            replayer.apply(record)
+    replayer = replay(records)
     book_runs = list(dict.fromkeys(r.run for r in records if isinstance(r, Book | BookDelta)))
     assert len(book_runs) == 3, book_runs
     frozen_run = book_runs[1]  # the holder after the SIGKILL, then frozen
@@ -282,28 +290,13 @@ async def test_nats_standby_with_ttl_3s_takes_over_within_5s_of_a_sigkill(
             takeover_s = time.monotonic() - killed_at
             before = len(await read_stream(sink))
             await wait_for(lambda: published(before + 200), 20, "the new holder to publish")
-            sim.pause()
-            expected = {slug: sim.exchange.book(slug) for slug in sim.exchange.book_slugs()}
-
-            async def books_match() -> bool:
-                replayer = Replayer()
-                for record in await read_stream(sink):
-                    if isinstance(record, Book | BookDelta):
-                        replayer.apply(record)
-                return all((book := replayer.book(slug)) is not None
-                           and numeric(book.levels()) == levels
-                           for slug, levels in expected.items())
-
-            await wait_for(books_match, 20, "the stream's books to equal the simulator's")
+            await wait_books_match(sim, sink)
             tg.cancel_scope.cancel()
     finally:
         for daemon in daemons:
             daemon.stop()
     records = await read_stream(sink)
-    replayer = Replayer()
-    for record in records:
-        if isinstance(record, Book | BookDelta):
-            replayer.apply(record)
+    replayer = replay(records)
     runs = {r.run for r in records}
     switches = {m: len(r) - 1 for m, r in runs_per_market(records).items()}
     assert len(runs) == 2 and max(switches.values()) <= 1
