@@ -11,23 +11,18 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import anyio
 import msgspec
 import pytest
-from prometheus_client import CollectorRegistry
 
 from orderbook.replay import Replayer
 from orderbook.types import Book, BookDelta
-from sinks.fanout import SinkSpec
 from sinks.memory import MemorySink
 from sinks.records import MarketCreated, MarketInfo, MarketResolved, Status
-from streamer import app
-from streamer.config import load_settings
+from streamer.bench import trouble as bench_trouble
 from streamer.feed.feed import Feed
-from streamer.ops.metrics import Metrics
 from streamer.simulator import Simulator, SimulatorConfig
 from tests.books import numeric
 
@@ -79,37 +74,16 @@ class Harness:
 
 @asynccontextmanager
 async def daemon(config: SimulatorConfig, **overrides: Any) -> AsyncIterator[Harness]:
-    sim = Simulator(config)
-    sink = MemorySink()
-    feeds: list[Feed] = []
-    async with anyio.create_task_group() as tg:
-        address = await tg.start(sim.run)
-        settings = load_settings(None, {
-            "api_url": address.api_url,
-            "ws_url": address.ws_url,
-            "all_markets": True,
-            "shutdown_grace_s": 2.0,
-            "metrics_addr": "127.0.0.1:0",
-            "feed": {"backoff": {"initial_s": 0.05, "cap_s": 0.5}},
-            # The simulator here enforces no REST limits; a pace quicker than the venue's
-            # documented one lets a paused (quiet) venue that kicks every second be
-            # re-verified between kicks (tests/integration/test_trouble.py covers the
-            # documented limits).
-            "rest": {"backoff": {"initial_s": 0.05, "cap_s": 0.5}, "min_interval_s": 0.02},
-            **overrides,
-        })
-        metrics = Metrics(CollectorRegistry(), process_metrics=False)
-        tg.start_soon(partial(app.run, settings, None, on_feed=feeds.append,
-                              handle_signals=False, specs=[SinkSpec(sink=sink)],
-                              metrics=metrics))
-        with anyio.fail_after(10):
-            while not feeds:
-                await anyio.sleep(0.01)
-        harness = Harness(sim, sink, feeds[0])
-        try:
-            yield harness
-        finally:
-            tg.cancel_scope.cancel()
+    """Every market of the simulator through the daemon (:func:`streamer.bench.trouble.daemon`)
+    with quick backoffs; ``feed`` and ``rest`` overrides are merged into these."""
+    backoff = {"initial_s": 0.05, "cap_s": 0.5}
+    feed = {"backoff": backoff, **overrides.pop("feed", {})}
+    # The simulator here enforces no REST limits; a pace quicker than the venue's
+    # documented one lets a paused (quiet) venue that kicks every second be re-verified
+    # between kicks (tests/integration/test_trouble.py covers the documented limits).
+    rest = {"backoff": backoff, "min_interval_s": 0.02, **overrides.pop("rest", {})}
+    async with bench_trouble.daemon(config, feed=feed, rest=rest, **overrides) as run:
+        yield Harness(run.sim, run.sink, run.feed)
 
 
 def _seq_ok(records: list[Any]) -> dict[str, list[int]]:
