@@ -49,8 +49,14 @@ async def test_depth_emits_the_top_levels_and_replay_reproduces_that_view() -> N
             bids, asks = h.sim.exchange.book(slug)
             return bids[:3], asks[:3]
 
-        await h.wait_for(lambda: all(numeric(e.sync.book.levels()) == view(e.slug)
-                                     for e in h.feed.universe.active()))
+        def replayed_view() -> bool:  # the records too: the fan-out may still hold the last
+            replayer = h.replay()
+            return all(numeric(e.sync.book.levels()) == view(e.slug)
+                       and (book := replayer.book(e.slug)) is not None
+                       and numeric(book.levels()) == view(e.slug)
+                       for e in h.feed.universe.active())
+
+        await h.wait_for(replayed_view)
         records = list(h.sink.records)
     replayer = Replayer()
     for record in records:
