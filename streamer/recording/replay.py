@@ -90,9 +90,31 @@ class ReplayStats:
     rest: int = 0
     rest_orphans: int = 0
     """Recorded responses nobody asked for (timer-driven probes, audits, re-polls)."""
+    requests_unanswered: int = 0
+    """Requests the live run sent but never got an answer to (cancelled with their
+    session, say) that the replayed daemon did not make: there is nothing to hand over,
+    so they are not orphans."""
     sessions: int = 0
     gaps: int = 0
     orphan_targets: list[str] = field(default_factory=list)
+
+
+def _unanswered_requests(entries: Sequence[Sequence[Any]]) -> set[int]:
+    """``id()`` of every ``q`` entry whose request got no response or failure before the
+    next request for the same method and target (or the end of the recording)."""
+    open_q: dict[tuple[str, str], Sequence[Any]] = {}
+    unanswered: set[int] = set()
+    for entry in entries:
+        kind = entry[0]
+        if kind == REQUEST:
+            earlier = open_q.get(key := (str(entry[2]), str(entry[3])))
+            if earlier is not None:
+                unanswered.add(id(earlier))
+            open_q[key] = entry
+        elif kind in (REST, REST_ERROR):
+            open_q.pop((str(entry[2]), str(entry[3])), None)
+    unanswered.update(id(entry) for entry in open_q.values())
+    return unanswered
 
 
 class _Session:
@@ -179,6 +201,7 @@ class ReplayDriver:
         self.clock_ms: int = int(entries[0][1]) if entries else clock.wall_ms()
         self.http = ReplayHttpTransport(self)
         self.gated = any(entry[0] == REQUEST for entry in entries)
+        self._unanswered = _unanswered_requests(entries)
         """The recording says when each request went out (``q`` entries): requests wait
         for that point before they go out, not only for their response."""
         self._connectors: list[_Connector] = []
@@ -311,14 +334,20 @@ class ReplayDriver:
 
     async def _sent(self, entry: Sequence[Any]) -> None:
         """A request went out here in the live run: the daemon's request for it goes now."""
-        waiter = await self._claim((str(entry[2]), str(entry[3])), sent=False)
+        unanswered = id(entry) in self._unanswered
+        waiter = await self._claim((str(entry[2]), str(entry[3])), sent=False,
+                                   count=not unanswered)
+        if waiter is None and unanswered:
+            self.stats.requests_unanswered += 1
         if waiter is not None:
             tag = entry[4] if len(entry) > 4 and isinstance(entry[4], str) else None
             waiter.send(tag)
             await self._settle()
 
-    async def _claim(self, key: tuple[str, str], *, sent: bool | None) -> _Request | None:
-        """The daemon's request for ``key`` (asking a timer's request again if needed)."""
+    async def _claim(self, key: tuple[str, str], *, sent: bool | None,
+                     count: bool = True) -> _Request | None:
+        """The daemon's request for ``key`` (asking a timer's request again if needed);
+        none is counted as an orphan when ``count``."""
         waiter = self._find(key, sent)
         if waiter is None:
             await self._settle()
@@ -328,7 +357,7 @@ class ReplayDriver:
                 while (waiter := self._find(key, sent)) is None:
                     self._changed = anyio.Event()
                     await self._changed.wait()
-        if waiter is None:
+        if waiter is None and count:
             self.stats.rest_orphans += 1
             self.stats.orphan_targets.append(f"{key[0]} {key[1]}")
         return waiter

@@ -33,7 +33,12 @@ from streamer.recording.recorder import (
     tap_connect,
 )
 from streamer.recording.recorder import zstd as _zstd
-from streamer.recording.replay import _without_retry_hint, parse_time, select
+from streamer.recording.replay import (
+    _unanswered_requests,
+    _without_retry_hint,
+    parse_time,
+    select,
+)
 from streamer.transport.memory import MemoryTransport
 from tests.replay.regenerate import RECORDING
 
@@ -315,3 +320,15 @@ async def test_recorder_flushes_on_cancel(tmp_path: Path) -> None:
 def test_record_flag_sets_the_recording_directory() -> None:
     ns = build_parser().parse_args(["run", "--market", "a", "--record", "/var/rec"])
     assert load_settings(None, _overrides(ns)).record.dir == "/var/rec"
+
+
+def test_a_request_without_an_answer_before_its_next_request_is_unanswered() -> None:
+    target = "/markets/a/orderbook"
+    cut = ["q", 1, "GET", target, "bootstrap"]  # its session ended before the answer
+    asked = ["q", 2, "GET", target, "bootstrap"]
+    answered = ["r", 3, "GET", target, 200, {}, "{}"]
+    failed_q = ["q", 4, "GET", "/markets/b/orderbook", "crossed"]
+    failure = ["f", 5, "GET", "/markets/b/orderbook", "ConnectError"]
+    last = ["q", 6, "GET", "/markets/active?page=1", None]  # the recording ends first
+    entries = [cut, ["w", 1, 1, "x"], asked, answered, failed_q, failure, last]
+    assert _unanswered_requests(entries) == {id(cut), id(last)}
