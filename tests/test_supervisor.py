@@ -22,10 +22,17 @@ from streamer.errors import (
     ServerDisconnect,
 )
 from streamer.feed.retry import Backoff
-from streamer.feed.supervisor import Action, ReconnectPolicy, classify, run_feed
+from streamer.feed.supervisor import Action, ReconnectPolicy, classify, default_connect, run_feed
 from streamer.partner.auth import HmacCredentials, sign
 from streamer.transport.memory import MemoryTransport
-from streamer.transport.websocket import ENGINEIO_PATH, Transport, open_websocket
+from streamer.transport.websocket import (
+    ENGINEIO_PATH,
+    WS_CLIENTS,
+    Transport,
+    WebSocketTransport,
+    WsClient,
+    open_websocket,
+)
 
 SECRET = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
 
@@ -180,19 +187,21 @@ async def test_run_feed_lets_a_bug_through() -> None:
 
 @pytest.mark.integration
 @pytest.mark.anyio
-async def test_open_websocket_maps_a_refused_connection_to_connect_error() -> None:
+@pytest.mark.parametrize("client", WS_CLIENTS)
+async def test_open_websocket_maps_a_refused_connection_to_connect_error(client: WsClient) -> None:
     listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
     port = listener.extra(anyio.abc.SocketAttribute.local_port)
     await listener.aclose()  # nothing listens there now
     with pytest.raises(ConnectError, match="connect failed"):
         async with open_websocket(f"ws://127.0.0.1:{port}", {}, open_timeout_s=2,
-                                  max_frame_bytes=1 << 20):
+                                  max_frame_bytes=1 << 20, client=client):
             pass
 
 
 @pytest.mark.integration
 @pytest.mark.anyio
-async def test_open_websocket_reports_a_rejected_upgrade_with_its_status() -> None:
+@pytest.mark.parametrize("client", WS_CLIENTS)
+async def test_open_websocket_reports_a_rejected_upgrade_with_its_status(client: WsClient) -> None:
     async def answer_401(stream: anyio.abc.SocketStream) -> None:
         async with stream:
             await stream.receive()
@@ -204,6 +213,30 @@ async def test_open_websocket_reports_a_rejected_upgrade_with_its_status() -> No
         tg.start_soon(listener.serve, answer_401)
         with pytest.raises(ConnectError, match="HTTP 401"):
             async with open_websocket(f"ws://127.0.0.1:{port}", {}, open_timeout_s=2,
-                                      max_frame_bytes=1 << 20):
+                                      max_frame_bytes=1 << 20, client=client):
                 pass
         tg.cancel_scope.cancel()
+
+
+@pytest.mark.integration
+@pytest.mark.anyio
+@pytest.mark.parametrize("client", WS_CLIENTS)
+async def test_default_connect_uses_the_configured_client_both_ways(client: WsClient) -> None:
+    from websockets.asyncio.server import ServerConnection, serve
+
+    got: list[str] = []
+
+    async def echo(ws: ServerConnection) -> None:
+        await ws.send("0hello")
+        got.append(str(await ws.recv()))
+        await ws.send("é" * 70_000)  # a long frame, and text that is not ASCII
+
+    async with serve(echo, "127.0.0.1", 0, compression=None) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        connect = default_connect(FeedSettings(ws_client=client))
+        async with connect(f"ws://127.0.0.1:{port}", {}) as transport:
+            assert isinstance(transport, WebSocketTransport) and transport.client == client
+            assert await transport.receive() == "0hello"
+            await transport.send("40/markets,")
+            assert await transport.receive() == "é" * 70_000
+    assert got == ["40/markets,"]

@@ -137,6 +137,7 @@ def default_connect(settings: FeedSettings) -> Connect:
             headers,
             open_timeout_s=settings.connect_timeout_s,
             max_frame_bytes=settings.max_frame_bytes,
+            client=settings.ws_client,
         )
 
     return connect

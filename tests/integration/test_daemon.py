@@ -24,6 +24,7 @@ from sinks.records import MarketCreated, MarketInfo, MarketResolved, Status
 from streamer.bench import trouble as bench_trouble
 from streamer.feed.feed import Feed
 from streamer.simulator import Simulator, SimulatorConfig
+from streamer.transport.websocket import WS_CLIENTS
 from tests.books import numeric
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
@@ -97,12 +98,14 @@ def _seq_ok(records: list[Any]) -> dict[str, list[int]]:
     return seqs
 
 
-async def test_daemon_streams_exact_books_through_repeated_kicks() -> None:
+@pytest.mark.parametrize("client", WS_CLIENTS)
+async def test_daemon_streams_exact_books_through_repeated_kicks(client: str) -> None:
     config = SimulatorConfig(seed=7, markets=6, groups=1, rate_hz=80.0, kick_every_s=0.6)
     # Reconnect at once after each kick (not after the default 1 s floor between attempts).
+    # Both WebSocket libraries: picows (the default) and websockets (the fallback).
     async with daemon(config, feed={"backoff": {"initial_s": 0.05, "cap_s": 0.5},
                                     "min_attempt_interval_s": 0.1,
-                                    "healthy_jitter_s": 0.1}) as h:
+                                    "healthy_jitter_s": 0.1, "ws_client": client}) as h:
         await h.wait_for(lambda: sum(h.feed.stats.disconnects.values()) >= 3)
         await h.wait_for(lambda: h.feed.stats.connected)
         h.sim.pause()
