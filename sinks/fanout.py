@@ -318,6 +318,14 @@ class Fanout:
                 if slot.spec.policy is OverflowPolicy.BLOCK and not slot.queue.has_space]
 
     @property
+    def behind(self) -> bool:
+        """Some open queue is more than half full."""
+        for queue in self._queues:
+            if not queue.closed and queue.depth * 2 > queue.stats.capacity:
+                return True
+        return False
+
+    @property
     def drained(self) -> bool:
         """Every ``block`` queue is at or below half its size (or closed)."""
         for queue in self._block_queues:

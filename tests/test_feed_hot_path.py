@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import time
 
+import anyio
 import httpx
 import msgspec
 import pytest
 
-from sinks.fanout import Fanout
+from sinks.fanout import Fanout, SinkSpec
+from sinks.memory import MemorySink
+from sinks.queues import OverflowPolicy
 from streamer.config import load_settings
 from streamer.errors import ConnectionLost
-from streamer.feed.feed import Feed
+from streamer.feed.feed import READER_PAUSE_S, YIELD_MASK, Feed
 from streamer.feed.universe import Universe
 from streamer.transport.rest import RestClient
 from tests.test_metrics import add_market
@@ -86,3 +89,64 @@ async def test_book_frames_take_the_hot_path_and_bad_ones_are_counted_as_before(
     assert entry.sync.book.levels() == ([("0.42", "10")], [("0.47", "7.50")])
     assert entry.sync.stats.applied == 2  # both good frames
     assert generic == 1  # only the undecodable payload went the generic way
+
+
+def _alternating_books(n: int) -> list[str]:
+    """``n`` book frames of one market, each changing the best bid (so each is a record)."""
+    return [book_frame(f"0.4{i % 2}", "0.46") for i in range(n)]
+
+
+def _feed(fanout: Fanout) -> Feed:
+    settings = load_settings(None, {"markets": ["m1"]})
+    http = httpx.AsyncClient(transport=httpx.MockTransport(lambda r: httpx.Response(404)))
+    universe = Universe()
+    add_market(universe, "m1")
+    return Feed(settings, RestClient(http, base_url="http://x"), fanout, universe)
+
+
+@pytest.mark.anyio
+async def test_a_reader_whose_transport_never_suspends_still_lets_other_tasks_run() -> None:
+    # A fast client (picows) hands over frames already received without suspending; a
+    # reader that never yields would starve the fan-out, the sinks and every timer.
+    feed = _feed(Fanout([]))
+    frames = 1_000
+    script = Script([OPEN, '40/markets,{"sid":"n"}', *_alternating_books(frames)])
+    turns = 0
+
+    async def other_task() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await anyio.lowlevel.checkpoint()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(other_task)
+        try:
+            await feed.run_session(script)
+        except* ConnectionLost:
+            pass
+        tg.cancel_scope.cancel()
+    assert feed.stats.book_events == frames
+    assert turns >= frames // (YIELD_MASK + 1) - 1  # about one turn per 64 frames
+    assert feed.stats.reader_pauses == 0  # no sink: nothing is behind
+
+
+@pytest.mark.anyio
+async def test_the_reader_pauses_while_a_sink_queue_is_more_than_half_full() -> None:
+    sink = MemorySink()
+    # Nothing drains the queue (the fan-out's runners are not started): it fills up, and
+    # past half full every 64th frame pauses the reader instead of merely yielding.
+    fanout = Fanout([SinkSpec(sink, policy=OverflowPolicy.DROP_OLDEST, queue_size=256)])
+    feed = _feed(fanout)
+    frames = 1_024
+    script = Script([OPEN, '40/markets,{"sid":"n"}', *_alternating_books(frames)])
+    started = time.monotonic()
+    try:
+        await feed.run_session(script)
+    except* ConnectionLost:
+        pass
+    assert feed.stats.book_events == frames
+    # Frames 128 onwards find the queue over half full: 1,026 frames, every 64th yields.
+    pauses = feed.stats.reader_pauses
+    assert (frames + 2) // (YIELD_MASK + 1) - 2 <= pauses <= (frames + 2) // (YIELD_MASK + 1)
+    assert time.monotonic() - started >= pauses * READER_PAUSE_S

@@ -98,6 +98,21 @@ CHECK_REASONS: Final = frozenset({"stale_probe", "audit"})
 """Seed reasons that first compare REST with the held book and re-seed only on a difference."""
 
 
+YIELD_MASK: Final = 63
+"""The reader yields to the event loop once every 64 frames (when ``frames & YIELD_MASK``
+is 0). A fast WebSocket client returns frames already received without suspending, so a
+reader that never yields would starve the fan-out, the sinks and every timer for as long
+as the socket has data."""
+
+READER_PAUSE_S: Final = 0.001
+"""At such a yield, when some sink queue is more than half full, the reader sleeps this
+long instead: a sink that writes from a worker thread needs the event loop and the GIL to
+finish each batch, and a saturated reader left it neither (its conflating queue overflowed
+although the sink itself was fast). Bounded, so a sink that is really slow costs at most
+1 ms per 64 frames (the reader still takes well over 20,000 frames a second) and its own
+overflow policy applies; counted in ``feed_reader_pauses_total``."""
+
+
 def _deadline_clock() -> Callable[[], float]:
     """The clock cancel-scope deadlines use, as a cheap callable.
 
@@ -142,6 +157,9 @@ class FeedStats:
     """``exception`` events from the venue (e.g. a refused private subscription)."""
     sink_blocked: int = 0
     """Sessions closed on purpose because a ``block`` sink was full."""
+    reader_pauses: int = 0
+    """Pauses of the reader (:data:`READER_PAUSE_S`) to let a sink queue more than half
+    full catch up."""
     probes: int = 0
     """Staleness probes and audits that compared a REST book with the held one."""
     quiet: int = 0
@@ -363,6 +381,14 @@ class Feed:
                     raise SinkBlocked("sink queue full: "
                                       + (", ".join(fanout.blocked_sinks()) or "block sink"))
                 stats.frames += 1
+                if not stats.frames & YIELD_MASK:
+                    # The client hands over queued frames without suspending: let the
+                    # fan-out, the sinks and the timers run, or they starve behind us.
+                    if fanout.behind:
+                        stats.reader_pauses += 1
+                        await anyio.sleep(READER_PAUSE_S)
+                    else:
+                        await anyio.lowlevel.checkpoint()
                 if (frame.startswith(book_prefix) and protocol.accepting_events
                         and self._on_book_frame(frame, book_start)):
                     # The hot path: event array and payload in one decode, no event object.

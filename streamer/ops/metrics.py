@@ -30,6 +30,7 @@ feed_foreign_token_total                          counter
 feed_clock_skew_total                             counter  (timestamps not used for ordering)
 feed_exceptions_total                             counter  (venue ``exception`` events)
 feed_sink_blocked_total                           counter  (sessions closed for a full block sink)
+feed_reader_pauses_total                          counter  (reader pauses for a sink half full)
 records_emitted_total                             counter  type (book, book_delta, …)
 book_updates_total                                counter  (WS books, all markets)
 book_identical_suppressed_total                   counter
@@ -558,6 +559,8 @@ class StatsCollector(Collector):
         yield self._plain("feed_exceptions", "The venue's exception events.", s.exceptions)
         yield self._plain("feed_sink_blocked", "Sessions closed on purpose because a block "
                           "sink's queue was full.", s.sink_blocked)
+        yield self._plain("feed_reader_pauses", "1 ms pauses of the WebSocket reader to let a "
+                          "sink queue more than half full catch up.", s.reader_pauses)
         c = _counter("book_seeds", "REST (re-)seeds applied, by reason.", ["reason"])
         _by_label(c, s.seeds)
         yield c
