@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 from collections.abc import Awaitable, Callable
 from functools import partial
+from typing import Final
 
 import anyio
 import httpx
@@ -141,6 +143,21 @@ class Discovery:
             feed.publish(record)
         if feed.universe.version != before:
             feed.universe_changed()
+
+
+SWITCH_INTERVAL_S: Final = 0.001
+"""The GIL switch interval of a daemon process (CPython's default is 5 ms).
+
+Sinks write from worker threads (files, the recording). While the event loop is busy,
+every hand-over of the GIL to such a thread waited up to the switch interval: at full
+load a file sink took ~13 ms per batch round trip and fell behind the reader. At 1 ms
+they keep up. Process-wide, so the process owner sets it (:func:`tune_process`, called by
+the CLI and the benchmark), not :func:`run`."""
+
+
+def tune_process() -> None:
+    """Set the process-wide knobs a daemon process runs with (:data:`SWITCH_INTERVAL_S`)."""
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
 
 
 async def _fanout_then(fanout: Fanout, lease_scope: anyio.CancelScope, *,

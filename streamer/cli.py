@@ -526,6 +526,9 @@ async def _wait_for_stop_signal() -> None:
 
 
 def _run_guarded(fn: Any) -> int:
+    from streamer.app import tune_process
+
+    tune_process()
     try:
         anyio.run(fn)
     except BaseException as exc:

@@ -57,6 +57,7 @@ from prometheus_client import CollectorRegistry
 
 from orderbook.replay import Replayer
 from sinks.records import Book, BookDelta, Record, decode_record
+from streamer.app import tune_process
 from streamer.config import load_settings
 from streamer.feed.feed import Feed
 from streamer.ops.metrics import Metrics
@@ -343,6 +344,7 @@ async def run_daemon(work: Workload, server: Server, out: Path,
                      overrides: list[str]) -> Result:
     """The real ``run`` path into a file sink; stops once every frame is written out."""
 
+    tune_process()  # as the CLI does for a daemon process
     settings = load_settings(None, daemon_settings(work, server, out, overrides))
     n = len(work.frames)
     feeds: list[Feed] = []
@@ -452,6 +454,7 @@ async def run_latency(work: Workload, server: Server, out: Path, overrides: list
     """The run path fed ``rate`` frames a second; exact receive-to-sink latencies."""
     tree = daemon_settings(work, server, out, overrides)
     tree["ws_url"] += f"/paced{rate}"
+    tune_process()
     settings = load_settings(None, tree)
     metrics = LatencyMetrics()
     feeds: list[Feed] = []
