@@ -292,33 +292,35 @@ class ConflatingQueue(SinkQueue):
         if self._closed:
             self.stats.dropped += 1
             return True
+        items = self.items
+        depth = len(items) - self._stale  # self.depth, inlined: this runs per record
         if type(record) is Book or type(record) is BookDelta:
             market = record.market
             if market in self.dirty:
                 self.stats.conflated += 1
                 return True
-            if self.depth >= self._capacity:
+            if depth >= self._capacity:
                 self._conflate(market)
                 self.stats.conflated += 1
                 return True
-            self._queued[market] = self._queued.get(market, 0) + 1
-        elif self.depth >= self._capacity:
+            queued = self._queued
+            queued[market] = queued.get(market, 0) + 1
+        elif depth >= self._capacity:
             self._make_room()
-        self.items.append(record)
-        self._accepted()
+            depth = len(items) - self._stale
+        items.append(record)
+        stats = self.stats
+        stats.enqueued += 1
+        if depth >= stats.max_depth:
+            stats.max_depth = depth + 1
+        if self._data is not None:
+            self._data.set()
+            self._data = None
         return True
 
     def force(self, record: Record) -> bool:
         """Never needed: :meth:`offer` always takes or conflates the record."""
         return self.offer(record)
-
-    def _accepted(self) -> None:
-        stats = self.stats
-        stats.enqueued += 1
-        depth = self.depth
-        if depth > stats.max_depth:
-            stats.max_depth = depth
-        self._wake_runner()
 
     def _wake_runner(self) -> None:
         if self._data is not None:
