@@ -71,6 +71,8 @@ update than 65,536, and each clear is small."""
 
 _SCALES: Final = tuple(10 ** (SCALE_PLACES - places) for places in range(SCALE_PLACES + 1))
 """``_SCALES[places]`` turns the digits of a number with ``places`` decimals into its key."""
+_INT_LIMIT: Final = 10**MAX_SIGNIFICANT_DIGITS
+"""An ``int`` below this has at most :data:`MAX_SIGNIFICANT_DIGITS` digits."""
 _WIDE: Final = Context(prec=2 * MAX_SIGNIFICANT_DIGITS + SCALE_PLACES)
 NUMBER_TEXT: Final = str.strip
 """The ``float_hook`` that keeps a JSON number's wire text: msgspec hands the hook the
@@ -102,19 +104,26 @@ def parse_number(value: object) -> Entry | str:
     if type(value) is str:
         text = value
     elif type(value) is int:
-        text = str(value)
+        if 0 <= value < _INT_LIMIT:  # no sign, at most MAX_SIGNIFICANT_DIGITS digits
+            return value * ONE, str(value)
+        text = str(value)  # invalid: the general path says why
     else:
         return f"not a number: {type(value).__name__}"
+    # One isdigit/isascii on all digits at once: with ``whole`` non-empty and a dot
+    # followed by at least one digit, that is exactly DIGITS[.DIGITS] (the text after
+    # the first dot holding another dot fails isdigit).
     whole, dot, frac = text.partition(".")
-    if not (whole.isdigit() and whole.isascii()) or (
-        dot and not (frac.isdigit() and frac.isascii())
-    ):
+    digits = whole + frac
+    if not (whole and (frac or not dot) and digits.isdigit() and digits.isascii()):
         return "not a plain decimal number (no sign, exponent, NaN or Infinity)"
-    if len((whole + frac).lstrip("0")) > MAX_SIGNIFICANT_DIGITS:
+    # Leading zeros are not significant; only text that long can have too many digits.
+    if len(digits) > MAX_SIGNIFICANT_DIGITS and (
+        len(digits.lstrip("0")) > MAX_SIGNIFICANT_DIGITS
+    ):
         return f"more than {MAX_SIGNIFICANT_DIGITS} significant digits"
     places = len(frac)
     if places <= SCALE_PLACES:
-        return int(whole + frac) * _SCALES[places], text
+        return int(digits) * _SCALES[places], text
     return Decimal(text).scaleb(SCALE_PLACES, _WIDE), text
 
 
