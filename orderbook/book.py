@@ -200,10 +200,10 @@ class OrderBook:
     (see the module docstring). No Decimal is made for plain prices and sizes.
 
     Hot path (:meth:`replace`): a side whose raw JSON equals the last one applied is
-    skipped before decoding; a side equal to the last decoded input is recognised
-    by one list comparison in C; otherwise the positions that differ from the last
-    input are found in C, and with as many levels as before only those are looked at
-    (sizes changed in place, the commonest update); else only the stretch between the
+    skipped before decoding; otherwise the positions that differ from the last decoded
+    input are found by Struct comparisons in C (none: the side is unchanged), and with
+    as many levels as before only those are looked at (sizes changed in place, the
+    commonest update); else only the stretch between the
     common prefix and suffix is merge-walked against the held levels. Input that is
     not strictly sorted best first, repeats a price, or carries a size-0 level takes a
     dict-based path with the same result. (Struct comparison is Python equality, so a
