@@ -71,6 +71,8 @@ update than 65,536, and each clear is small."""
 
 _SCALES: Final = tuple(10 ** (SCALE_PLACES - places) for places in range(SCALE_PLACES + 1))
 """``_SCALES[places]`` turns the digits of a number with ``places`` decimals into its key."""
+_INT_LIMIT: Final = 10**MAX_SIGNIFICANT_DIGITS
+"""An ``int`` below this has at most :data:`MAX_SIGNIFICANT_DIGITS` digits."""
 _WIDE: Final = Context(prec=2 * MAX_SIGNIFICANT_DIGITS + SCALE_PLACES)
 NUMBER_TEXT: Final = str.strip
 """The ``float_hook`` that keeps a JSON number's wire text: msgspec hands the hook the
@@ -102,19 +104,26 @@ def parse_number(value: object) -> Entry | str:
     if type(value) is str:
         text = value
     elif type(value) is int:
-        text = str(value)
+        if 0 <= value < _INT_LIMIT:  # no sign, at most MAX_SIGNIFICANT_DIGITS digits
+            return value * ONE, str(value)
+        text = str(value)  # invalid: the general path says why
     else:
         return f"not a number: {type(value).__name__}"
+    # One isdigit/isascii on all digits at once: with ``whole`` non-empty and a dot
+    # followed by at least one digit, that is exactly DIGITS[.DIGITS] (the text after
+    # the first dot holding another dot fails isdigit).
     whole, dot, frac = text.partition(".")
-    if not (whole.isdigit() and whole.isascii()) or (
-        dot and not (frac.isdigit() and frac.isascii())
-    ):
+    digits = whole + frac
+    if not (whole and (frac or not dot) and digits.isdigit() and digits.isascii()):
         return "not a plain decimal number (no sign, exponent, NaN or Infinity)"
-    if len((whole + frac).lstrip("0")) > MAX_SIGNIFICANT_DIGITS:
+    # Leading zeros are not significant; only text that long can have too many digits.
+    if len(digits) > MAX_SIGNIFICANT_DIGITS and (
+        len(digits.lstrip("0")) > MAX_SIGNIFICANT_DIGITS
+    ):
         return f"more than {MAX_SIGNIFICANT_DIGITS} significant digits"
     places = len(frac)
     if places <= SCALE_PLACES:
-        return int(whole + frac) * _SCALES[places], text
+        return int(digits) * _SCALES[places], text
     return Decimal(text).scaleb(SCALE_PLACES, _WIDE), text
 
 
@@ -171,19 +180,12 @@ class _Side:
         self.sizes = sizes
 
 
-class _Plan:
-    """The new lists of one side and the changes that lead there (before mutating)."""
-
-    __slots__ = ("levels", "keys", "sizes", "changes", "last_in", "raw")
-
-    def __init__(self, levels: list[Level], keys: list[Key], sizes: list[Key],
-                 changes: list[Level], last_in: Sequence[PriceLevel] | None) -> None:
-        self.levels = levels
-        self.keys = keys
-        self.sizes = sizes
-        self.changes = changes
-        self.last_in = last_in
-        self.raw: msgspec.Raw | None = None
+_Plan: TypeAlias = tuple[list[Level], list[Key], list[Key], list[Level],
+                        Sequence[PriceLevel] | None, msgspec.Raw | None]
+"""How one side changes, decided before anything is mutated: the new levels, price keys
+and size keys, the changes that lead there, and the new ``last_in`` and ``raw`` (``raw``
+is None whenever ``last_in`` is). A plain tuple: it is built for nearly every update,
+and a tuple costs a fraction of an instance with ``__init__``."""
 
 
 Levels: TypeAlias = Sequence[PriceLevel] | msgspec.Raw
@@ -198,10 +200,10 @@ class OrderBook:
     (see the module docstring). No Decimal is made for plain prices and sizes.
 
     Hot path (:meth:`replace`): a side whose raw JSON equals the last one applied is
-    skipped before decoding; a side equal to the last decoded input is recognised
-    by one list comparison in C; otherwise the positions that differ from the last
-    input are found in C, and with as many levels as before only those are looked at
-    (sizes changed in place, the commonest update); else only the stretch between the
+    skipped before decoding; otherwise the positions that differ from the last decoded
+    input are found by Struct comparisons in C (none: the side is unchanged), and with
+    as many levels as before only those are looked at (sizes changed in place, the
+    commonest update); else only the stretch between the
     common prefix and suffix is merge-walked against the held levels. Input that is
     not strictly sorted best first, repeats a price, or carries a size-0 level takes a
     dict-based path with the same result. (Struct comparison is Python equality, so a
@@ -389,90 +391,113 @@ def _plan(side: _Side, levels: Levels, name: Side) -> _Plan | None:
             raise InvalidLevel(name, None, None, f"undecodable levels: {exc}") from None
     assert not isinstance(levels, msgspec.Raw)
     last_in = side.last_in
-    if last_in is not None and levels == last_in:
-        if raw is None:
-            return None
-        plan = _Plan(side.levels, side.keys, side.sizes, [], last_in)  # only the bytes differ
-    else:
-        try:
-            merged = (_merge(side, 0, len(side.levels), levels, name) if last_in is None
-                      else _merge_middle(side, last_in, levels, name))
-            plan = _dict_plan(side, levels, name) if merged is None else merged
-        except TypeError:  # an unhashable value (a JSON object or array) as a number
-            raise _first_invalid(levels, name) from None
-    plan.raw = raw
-    return plan
+    try:
+        if last_in is None:
+            plan = _merge(side, 0, len(side.levels), levels, name, None, levels, raw)
+        else:
+            n = len(levels)
+            if n == len(last_in):
+                # The positions that differ from the last input, found in C.
+                changed = list(compress(range(n), map(ne, levels, last_in)))
+                if not changed:  # equal to the last input
+                    if raw is None:
+                        return None
+                    # only the bytes differ: keep the lists, remember the new bytes
+                    return side.levels, side.keys, side.sizes, [], last_in, raw
+                plan = _resized(side, levels, changed, name, raw)
+                if plan is None:
+                    p, q = changed[0], n - 1 - changed[-1]
+                    plan = _merge(side, p, n - q, levels[p : n - q], name, last_in, levels, raw)
+            else:
+                plan = _merge_middle(side, last_in, levels, name, raw)
+        return _dict_plan(side, levels, name) if plan is None else plan
+    except TypeError:  # an unhashable value (a JSON object or array) as a number
+        raise _first_invalid(levels, name) from None
 
 
 def _merge_middle(side: _Side, last_in: Sequence[PriceLevel], levels: Sequence[PriceLevel],
-                  name: Side) -> _Plan | None:
+                  name: Side, raw: msgspec.Raw | None) -> _Plan | None:
     """Merge only what lies between the common prefix and suffix with the last input.
 
-    The held lists match the last input one to one, so levels equal to the last input's
-    at the same position are unchanged held levels. The positions that differ are found
-    by Struct comparisons in C (``map``/``compress``, no Python loop per level). With as
-    many levels as before, only those positions are looked at (the commonest update:
-    sizes changed in place); otherwise only the stretch between the common prefix and
-    suffix is merge-walked.
+    For input with another number of levels than the last (with as many, :func:`_plan`
+    finds the changed positions itself). The held lists match the last input one to
+    one, so levels equal to the last input's at the same position are unchanged held
+    levels; the common prefix and suffix are found by Struct comparisons in C
+    (``map``/``compress``, no Python loop per level).
     """
     n, m = len(levels), len(last_in)
-    if n == m:
-        changed = list(compress(range(n), map(ne, levels, last_in)))
-        plan = _resized(side, last_in, levels, changed, name)
-        if plan is not None:
-            return plan
-        p, q = changed[0], n - 1 - changed[-1]
-    else:
-        shorter = min(n, m)
-        p = next(compress(count(), map(ne, levels, last_in)), shorter)
-        q = next(compress(count(), map(ne, reversed(levels), reversed(last_in))), shorter)
-        q = min(q, shorter - p)
-    plan = _merge(side, p, m - q, levels[p : n - q], name, last_in)
-    if plan is not None:
-        plan.last_in = levels
-    return plan
+    shorter = min(n, m)
+    p = next(compress(count(), map(ne, levels, last_in)), shorter)
+    q = next(compress(count(), map(ne, reversed(levels), reversed(last_in))), shorter)
+    q = min(q, shorter - p)
+    return _merge(side, p, m - q, levels[p : n - q], name, last_in, levels, raw)
 
 
-def _resized(side: _Side, last_in: Sequence[PriceLevel], levels: Sequence[PriceLevel],
-             changed: list[int], name: Side) -> _Plan | None:
+def _resized(side: _Side, levels: Sequence[PriceLevel], changed: list[int], name: Side,
+             raw: msgspec.Raw | None) -> _Plan | None:
     """The commonest update: the same prices in the same places, some sizes changed.
 
     Only the ``changed`` positions are looked at; the price key list is shared with the
     held one. Returns None when a changed position holds another price (or size 0).
+    A held size is never 0, so a size-0 level is always a changed size and is caught
+    there.
     """
-    old_levels, old_keys = side.levels, side.keys
-    new_levels = old_levels[:]
+    old_keys = side.keys
+    new_levels = side.levels[:]
     new_sizes = side.sizes[:]
     changes: list[Level] = []
-    prices, sizes = _PRICES, _SIZES
+    prices, sizes, wire = _PRICES, _SIZES, _WIRE_TYPES
     for j in changed:
         level = levels[j]
-        pv, sv = level.price, level.size
+        pv = level.price
         pe = prices.get(pv)
-        if pe is None or type(pv) not in _WIRE_TYPES or pe[0] != old_keys[j]:
+        if pe is None or pe[0] != old_keys[j] or type(pv) not in wire:
             return None  # another price, or not seen yet: the merge validates it
+        sv = level.size
         se = sizes.get(sv)
-        if se is None or type(sv) not in _WIRE_TYPES:
-            parsed = size_entry(sv)
-            if isinstance(parsed, str):
-                raise InvalidLevel(name, pv, sv, parsed)
-            se = parsed
+        if se is None or type(sv) not in wire:
+            se = _new_size(sv, pv, name)
         skey = se[0]
-        if not skey:
-            return None
         if skey != new_sizes[j]:
-            held = (old_levels[j][0], se[1])
+            if not skey:
+                return None
+            held = (new_levels[j][0], se[1])
             new_levels[j] = held
             new_sizes[j] = skey
             changes.append(held)
-    return _Plan(new_levels, old_keys, new_sizes, changes, levels)
+    if not changes:  # only the spelling changed (say 4438 and "4438"): keep the lists
+        return side.levels, old_keys, side.sizes, changes, levels, raw
+    return new_levels, old_keys, new_sizes, changes, levels, raw
+
+
+def _new_size(value: object, price: object, name: Side) -> Entry:
+    """The entry of a size the cache does not answer for, parsed and cached.
+
+    One call instead of :func:`size_entry`'s chain (the cache was just missed, or hit
+    for a type a hit is not trusted for, which :func:`parse_number` refuses).
+
+    Raises:
+        InvalidLevel: the size is invalid.
+    """
+    parsed = parse_number(value)
+    if type(parsed) is str:
+        raise InvalidLevel(name, price, value, parsed)
+    assert type(parsed) is tuple
+    cache = _SIZES
+    if len(cache) >= SIZE_CACHE_MAX:
+        cache.clear()
+    cache[value] = parsed
+    return parsed
 
 
 def _merge(side: _Side, lo: int, hi: int, new: Sequence[PriceLevel], name: Side,
-           old_in: Sequence[PriceLevel] | None = None) -> _Plan | None:
+           old_in: Sequence[PriceLevel] | None, whole_in: Sequence[PriceLevel],
+           raw: msgspec.Raw | None) -> _Plan | None:
     """Merge-walk best-first input against the held levels ``lo:hi``.
 
-    ``old_in`` is the last input, one to one with the held levels: a new level equal
+    ``whole_in`` (of which ``new`` is the stretch ``lo:``) and ``raw`` become the
+    side's ``last_in`` and ``raw``. ``old_in`` is the last input, one to one with the
+    held levels (or None): a new level equal
     to the held level's input (a level that only moved, say after an insert above it)
     is kept with one Struct comparison, without looking anything up.
 
@@ -513,10 +538,7 @@ def _merge(side: _Side, lo: int, hi: int, new: Sequence[PriceLevel], name: Side,
             pe = parsed
         se = sizes.get(sv)
         if se is None or type(sv) not in _WIRE_TYPES:
-            parsed = size_entry(sv)
-            if isinstance(parsed, str):
-                raise InvalidLevel(name, pv, sv, parsed)
-            se = parsed
+            se = _new_size(sv, pv, name)
         key, ptext = pe
         skey, stext = se
         if prev is not None and (key >= prev if descending else key <= prev):
@@ -563,11 +585,11 @@ def _merge(side: _Side, lo: int, hi: int, new: Sequence[PriceLevel], name: Side,
         changes.append((old_levels[i][0], ZERO))
         i += 1
     if not changes:
-        return _Plan(old_levels, old_keys, old_sizes, changes, new)
+        return old_levels, old_keys, old_sizes, changes, whole_in, raw
     if lo == 0 and hi == len(old_keys):
-        return _Plan(out, out_keys, out_sizes, changes, new)
-    return _Plan(old_levels[:lo] + out + old_levels[hi:], old_keys[:lo] + out_keys + old_keys[hi:],
-                 old_sizes[:lo] + out_sizes + old_sizes[hi:], changes, new)
+        return out, out_keys, out_sizes, changes, whole_in, raw
+    return (old_levels[:lo] + out + old_levels[hi:], old_keys[:lo] + out_keys + old_keys[hi:],
+            old_sizes[:lo] + out_sizes + old_sizes[hi:], changes, whole_in, raw)
 
 
 def _dict_plan(side: _Side, levels: Sequence[PriceLevel], name: Side) -> _Plan:
@@ -608,8 +630,8 @@ def _dict_plan(side: _Side, levels: Sequence[PriceLevel], name: Side) -> _Plan:
     reverse = side.descending
     keep.sort(key=_first, reverse=reverse)
     changes.sort(key=_first, reverse=reverse)
-    return _Plan([lv for _, lv, _ in keep], [k for k, _, _ in keep], [s for _, _, s in keep],
-                 [lv for _, lv in changes], None)
+    return ([lv for _, lv, _ in keep], [k for k, _, _ in keep], [s for _, _, s in keep],
+            [lv for _, lv in changes], None, None)
 
 
 def _first(item: tuple[Key, object] | tuple[Key, object, object]) -> Key:
@@ -629,10 +651,8 @@ def _carry_out(side: _Side, plan: _Plan | None) -> list[Level]:
     """Apply a plan to the side; return its changes (best first)."""
     if plan is None:
         return []
-    side.set(plan.levels, plan.keys, plan.sizes)
-    side.last_in = plan.last_in
-    side.raw = plan.raw if plan.last_in is not None else None
-    return plan.changes
+    side.levels, side.keys, side.sizes, changes, side.last_in, side.raw = plan
+    return changes
 
 
 def _apply(side: _Side, levels: Sequence[Level], name: Side) -> None:

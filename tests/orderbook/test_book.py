@@ -8,6 +8,7 @@ import pytest
 
 import orderbook
 from orderbook import CrossedBook, InvalidLevel, OrderBook, OrderBookError, PriceLevel
+from orderbook.book import parse_number
 
 ORDERBOOK_DIR = Path(orderbook.__file__).parent
 ALLOWED_THIRD_PARTY = {"sortedcontainers", "msgspec", "orderbook"}
@@ -458,3 +459,25 @@ def test_size_cache_stays_within_its_bound() -> None:
     for n in range(book.SIZE_CACHE_MAX + 100):
         assert book.size_entry(f"{n}.5") == ((2 * n + 1) * 10**17 * 5, f"{n}.5")
         assert len(book._SIZES) <= book.SIZE_CACHE_MAX
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (4438, (4438 * 10**18, "4438")),
+        (0, (0, "0")),
+        (10**30 - 1, ((10**30 - 1) * 10**18, "9" * 30)),
+        (10**30, "more than 30 significant digits"),
+        (-1, "not a plain decimal number (no sign, exponent, NaN or Infinity)"),
+        (True, "not a number: bool"),
+        ("0" * 40 + "1.5", (15 * 10**17, "0" * 40 + "1.5")),
+        ("1." + "1" * 30, "more than 30 significant digits"),
+        ("0.5.1", "not a plain decimal number (no sign, exponent, NaN or Infinity)"),
+        ("1..2", "not a plain decimal number (no sign, exponent, NaN or Infinity)"),
+    ],
+)
+def test_parse_number_ints_and_dots(value: object, expected: object) -> None:
+    # An int takes a shortcut that skips its text; it must agree with the text path.
+    assert parse_number(value) == expected
+    if type(value) is int and value >= 0:
+        assert parse_number(str(value)) == expected
