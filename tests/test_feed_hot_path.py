@@ -150,3 +150,32 @@ async def test_the_reader_pauses_while_a_sink_queue_is_more_than_half_full() -> 
     pauses = feed.stats.reader_pauses
     assert (frames + 2) // (YIELD_MASK + 1) - 2 <= pauses <= (frames + 2) // (YIELD_MASK + 1)
     assert time.monotonic() - started >= pauses * READER_PAUSE_S
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("token", "applied", "foreign"), [
+    ('"1"', 1, 0),  # the market's YES token as a string
+    ("1", 1, 0),  # as a JSON number: the same token
+    ('""', 1, 0),  # empty: the market's own token is assumed
+    ("null", 1, 0),
+    ("2", 0, 1),  # another token, as a number
+    ('"01"', 0, 1),  # another spelling is another id: not normalised as a number
+])
+async def test_the_token_of_a_book_frame_is_compared_as_a_decimal_string(
+        token: str, applied: int, foreign: int) -> None:
+    feed = _feed(Fanout([]))
+    entry = feed.universe.markets["m1"]
+    applied_before = entry.sync.stats.applied
+    ts = time.time_ns() // 1_000_000
+    body = (f'{{"marketSlug":"m1","timestamp":{ts},"orderbook":{{"tokenId":{token},'
+            f'"bids":[{{"price":0.41,"size":10}}],"asks":[{{"price":0.46,"size":7}}]}}}}')
+    script = Script([OPEN, '40/markets,{"sid":"n"}', book_frame("", "", payload=body)])
+    try:
+        await feed.run_session(script)
+    except* ConnectionLost:
+        pass
+    assert feed.stats.book_events == 1
+    assert entry.sync.stats.applied - applied_before == applied
+    assert feed.stats.foreign_token == foreign
+    if applied:
+        assert entry.sync.token == "1"

@@ -534,7 +534,9 @@ class Feed:
             self.stats.unknown_market += 1
             return
         book = update.orderbook
-        token = book.tokenId or entry.token  # normalised to a decimal string at decode
+        token = book.tokenId
+        if not token or type(token) is not str:  # a JSON number: its decimal string
+            token = str(token) if type(token) is int else entry.token
         if entry.token and token != entry.token:
             self.stats.foreign_token += 1
             return

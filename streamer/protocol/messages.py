@@ -154,15 +154,14 @@ class RawOrderbook(msgspec.Struct, frozen=True, gc=False):
     Attributes:
         bids: the bid levels' JSON array, as received.
         asks: the ask levels' JSON array, as received.
-        tokenId: YES token id, a decimal string (a JSON number is converted).
+        tokenId: YES token id as sent: a decimal string, or an ``int`` from a JSON number
+            (not converted at decode: a ``__post_init__`` is a Python call per frame; read
+            :attr:`token_id`, or convert an ``int`` with ``str`` as the feed does).
     """
 
     bids: msgspec.Raw
     asks: msgspec.Raw
     tokenId: TokenId | None = None
-
-    def __post_init__(self) -> None:
-        _normalize_field(self, "tokenId")
 
     @property
     def token_id(self) -> str | None:
