@@ -26,6 +26,7 @@ from streamer.feed.budget import RatePacer
 from streamer.feed.feed import FeedStats
 from streamer.feed.retry import Backoff
 from streamer.feed.universe import MarketEntry, Universe
+from streamer.ops.histogram import FEED_LATENCY_BUCKETS
 from streamer.ops.metrics import (
     PREFIX,
     Histogram,
@@ -93,6 +94,19 @@ def test_histogram_counts_are_cumulative_with_le_semantics() -> None:
     assert h.cumulative() == [("0.1", 2.0), ("1.0", 3.0), ("+Inf", 4.0)]
     assert h.count == 4
     assert h.total == pytest.approx(2.65)
+
+
+def test_histogram_observe_ms_puts_each_value_where_observe_does() -> None:
+    # observe_ms looks small values up in a table made once; it must agree with the bisect
+    # of observe(ms / 1000) on every bucket edge, at the table's end and past it.
+    values = [-5, -1, 0, 1, 4, 5, 6, 9, 10, 11, 24, 25, 26, 999, 1000, 1001, 1023, 1024,
+              1025, 2500, 29_999, 30_000, 30_001, 10**9]
+    for value in values:
+        table, plain = Histogram(FEED_LATENCY_BUCKETS), Histogram(FEED_LATENCY_BUCKETS)
+        table.observe_ms(value)
+        plain.observe(value / 1000.0)
+        assert table.counts == plain.counts, value
+        assert table.total == plain.total
 
 
 @pytest.mark.parametrize("bounds", [(), (1.0, 1.0), (2.0, 1.0), (1.0, math.inf)])
