@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio
 import pytest
@@ -240,3 +241,118 @@ async def test_default_connect_uses_the_configured_client_both_ways(client: WsCl
             await transport.send("40/markets,")
             assert await transport.receive() == "é" * 70_000
     assert got == ["40/markets,"]
+
+
+async def _serve_raw() -> tuple[anyio.abc.SocketListener, int]:
+    """A raw TCP listener on a free port (serve it with ``listener.serve(handler)``)."""
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    return listener, listener.extra(anyio.abc.SocketAttribute.local_port)
+
+
+async def _no_env_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("http_proxy", "https_proxy", "ws_proxy", "wss_proxy", "all_proxy",
+                 "socks_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+
+
+@pytest.mark.integration
+@pytest.mark.anyio
+@pytest.mark.parametrize("client", WS_CLIENTS)
+@pytest.mark.parametrize("answer", [b"", b"HTTP/1.1 101 Switching"])
+async def test_a_peer_that_closes_during_the_upgrade_is_a_connect_error(
+        client: WsClient, answer: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    await _no_env_proxy(monkeypatch)
+
+    async def close_early(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            await stream.receive()
+            if answer:
+                await stream.send(answer)
+
+    listener, port = await _serve_raw()
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, close_early)
+        with pytest.raises(ConnectError, match="connect failed"):
+            async with open_websocket(f"ws://127.0.0.1:{port}", {}, open_timeout_s=2,
+                                      max_frame_bytes=1 << 20, client=client):
+                pass
+        tg.cancel_scope.cancel()
+
+
+@pytest.mark.integration
+@pytest.mark.anyio
+@pytest.mark.parametrize("client", WS_CLIENTS)
+@pytest.mark.parametrize(("proxy_answer", "match"), [
+    (None, "timed out after 0.5s"),  # a proxy that never answers CONNECT: one deadline
+    (b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n",
+     "connect failed"),
+])
+async def test_an_environment_proxy_that_fails_is_a_connect_error_within_the_timeout(
+        client: WsClient, proxy_answer: bytes | None, match: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    await _no_env_proxy(monkeypatch)
+
+    async def proxy(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            await stream.receive()
+            if proxy_answer is None:
+                await anyio.sleep_forever()
+            await stream.send(proxy_answer)
+            await anyio.sleep(1)
+
+    listener, port = await _serve_raw()
+    monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{port}")
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, proxy)
+        with anyio.fail_after(5), pytest.raises(ConnectError, match=match):
+            async with open_websocket("ws://example.invalid:9", {}, open_timeout_s=0.5,
+                                      max_frame_bytes=1 << 20, client=client):
+                pass
+        tg.cancel_scope.cancel()
+
+
+@pytest.mark.integration
+@pytest.mark.anyio
+@pytest.mark.parametrize("client", WS_CLIENTS)
+async def test_no_proxy_is_honoured_by_both_clients(
+        client: WsClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    from websockets.asyncio.server import ServerConnection, serve
+
+    await _no_env_proxy(monkeypatch)
+    dead, dead_port = await _serve_raw()
+    await dead.aclose()  # nothing listens there: going through the proxy would fail
+    monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{dead_port}")
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+
+    async def hello(ws: ServerConnection) -> None:
+        await ws.send("0hello")
+
+    async with serve(hello, "127.0.0.1", 0, compression=None) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        async with open_websocket(f"ws://127.0.0.1:{port}", {}, open_timeout_s=2,
+                                  max_frame_bytes=1 << 20, client=client) as transport:
+            assert await transport.receive() == "0hello"
+
+
+def test_without_picows_the_websockets_library_is_used(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    import importlib
+
+    import streamer.transport.websocket as ws
+
+    real = importlib.import_module
+
+    def no_picows(name: str, package: str | None = None) -> Any:
+        if name.startswith("picows"):
+            raise ImportError(f"No module named {name!r}")
+        return real(name, package)
+
+    monkeypatch.setattr(ws, "_LIBRARIES", {})
+    monkeypatch.setattr(ws.importlib, "import_module", no_picows)
+    library = ws._library("picows")
+    assert library.name == "websockets"
+    assert ws._library("picows") is library  # warned once, then cached
+    assert [r.message for r in caplog.records].count(
+        "feed.ws_client: picows is not importable "
+        "(No module named 'picows.websockets'); using websockets") == 1

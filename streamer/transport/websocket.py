@@ -29,6 +29,10 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Final, Literal, Protocol, TypeAlias
 
+import anyio
+from websockets.proxy import get_proxy
+from websockets.uri import parse_uri
+
 from streamer.errors import ConnectError, ConnectionLost
 
 logger = logging.getLogger(__name__)
@@ -47,6 +51,7 @@ DEFAULT_WS_CLIENT: Final[WsClient] = "picows"
 class _Library:
     """What the transport uses of one client library (both mirror websockets' API)."""
 
+    name: WsClient
     connect: Callable[..., Any]
     closed: type[Exception]
     """``ConnectionClosed``: ``rcvd`` is the close frame received, or ``None``."""
@@ -60,14 +65,24 @@ _LIBRARIES: dict[str, _Library] = {}
 
 
 def _library(name: WsClient) -> _Library:
-    """The client library ``name``, imported on first use."""
+    """The client library ``name``, imported on first use. Without picows (a platform with
+    no wheel for it), ``websockets`` is used instead, with a warning."""
     library = _LIBRARIES.get(name)
     if library is None:
         package = "picows.websockets" if name == "picows" else "websockets"
-        root = importlib.import_module(package)
-        client = importlib.import_module(f"{package}.asyncio.client")
-        library = _LIBRARIES[name] = _Library(client.connect, root.ConnectionClosed,
-                                              root.InvalidStatus, root.WebSocketException)
+        try:
+            root = importlib.import_module(package)
+            client = importlib.import_module(f"{package}.asyncio.client")
+        except ImportError as exc:
+            if name != "picows":
+                raise
+            logger.warning("feed.ws_client: picows is not importable (%s); using websockets",
+                           exc)
+            library = _library("websockets")
+        else:
+            library = _Library(name, client.connect, root.ConnectionClosed,
+                               root.InvalidStatus, root.WebSocketException)
+        _LIBRARIES[name] = library
     return library
 
 
@@ -86,8 +101,8 @@ class WebSocketTransport:
 
     __slots__ = ("client", "_connection", "_lost", "_error")
 
-    def __init__(self, connection: Any, library: _Library, client: WsClient) -> None:
-        self.client = client
+    def __init__(self, connection: Any, library: _Library) -> None:
+        self.client = library.name
         """Which library speaks for this transport."""
         self._connection = connection
         self._lost = (library.closed, OSError)
@@ -146,30 +161,43 @@ async def open_websocket(
         client: the WebSocket library, ``"picows"`` or ``"websockets"`` (see the module
             docstring).
 
+    The whole connect (DNS, TCP, proxy, TLS, upgrade) runs under one ``open_timeout_s``
+    deadline, and the proxy comes from the environment by websockets' rules (``no_proxy``
+    honoured, SOCKS first) for both clients.
+
     Raises:
-        ConnectError: DNS, TCP, TLS, timeout or a rejected HTTP upgrade (with status).
+        ConnectError: DNS, TCP, proxy, TLS, timeout or a rejected HTTP upgrade (with status),
+            or anything else that fails the connect: the supervisor retries it.
     """
     url = engineio_url(ws_url)
     library = _library(client)
-    connect = library.connect
     try:
-        connection = await connect(
-            url,
-            additional_headers=dict(headers),
-            user_agent_header="limitless-streamer",
-            open_timeout=open_timeout_s,
-            ping_interval=None,
-            ping_timeout=None,
-            close_timeout=2,
-            max_size=max_frame_bytes,
-            compression="deflate",
-        )
+        proxy = get_proxy(parse_uri(url))
+        # picows' own open_timeout covers only the upgrade: one deadline over everything.
+        with anyio.fail_after(open_timeout_s):
+            connection = await library.connect(
+                url,
+                additional_headers=dict(headers),
+                user_agent_header="limitless-streamer",
+                open_timeout=open_timeout_s,
+                proxy=proxy,
+                ping_interval=None,
+                ping_timeout=None,
+                close_timeout=2,
+                max_size=max_frame_bytes,
+                compression="deflate",
+            )
     except library.invalid_status as exc:
         status = getattr(getattr(exc, "response", None), "status_code", "?")
         raise ConnectError(f"upgrade rejected with HTTP {status}") from exc
-    except (library.error, OSError, TimeoutError) as exc:
+    except TimeoutError as exc:
+        raise ConnectError(f"connect failed: timed out after {open_timeout_s:g}s") from exc
+    except Exception as exc:
+        # Every failure to connect is retried. Besides the libraries' errors and OSError,
+        # picows lets python_socks' ProxyError through, and an AssertionError when the
+        # peer closes during the upgrade.
         raise ConnectError(f"connect failed: {_describe(exc, library.closed)}") from exc
-    transport = WebSocketTransport(connection, library, client)
+    transport = WebSocketTransport(connection, library)
     try:
         yield transport
     finally:
@@ -180,6 +208,10 @@ def _describe(exc: BaseException, closed: type[Exception]) -> str:
     """A short, secret-free description of a transport exception (``closed``: the library's
     ``ConnectionClosed``)."""
     if isinstance(exc, closed):
-        rcvd = getattr(exc, "rcvd", None)
-        return f"closed (code {rcvd.code})" if rcvd is not None else "closed (no close frame)"
+        rcvd, sent = getattr(exc, "rcvd", None), getattr(exc, "sent", None)
+        if rcvd is not None:
+            return f"closed (code {rcvd.code})"
+        if sent is not None:  # we closed first, e.g. 1009 for a frame over max_frame_bytes
+            return f"closed by us (code {sent.code})"
+        return "closed (no close frame)"
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
