@@ -319,9 +319,15 @@ class Fanout:
 
     @property
     def behind(self) -> bool:
-        """Some open queue is more than half full."""
-        for queue in self._queues:
-            if not queue.closed and queue.depth * 2 > queue.stats.capacity:
+        """Some sink that is writing (state ``open``) has its queue more than half full.
+
+        A failing or opening sink does not count: pausing the reader cannot help it (its
+        overflow policy applies), and an outage would otherwise slow the feed for every sink.
+        """
+        for slot in self._slots:
+            queue = slot.queue
+            if (not queue.closed and queue.depth * 2 > queue.stats.capacity
+                    and slot.stats.state is SinkState.OPEN):
                 return True
         return False
 

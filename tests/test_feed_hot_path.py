@@ -131,25 +131,45 @@ async def test_a_reader_whose_transport_never_suspends_still_lets_other_tasks_ru
     assert feed.stats.reader_pauses == 0  # no sink: nothing is behind
 
 
-@pytest.mark.anyio
-async def test_the_reader_pauses_while_a_sink_queue_is_more_than_half_full() -> None:
-    sink = MemorySink()
-    # Nothing drains the queue (the fan-out's runners are not started): it fills up, and
-    # past half full every 64th frame pauses the reader instead of merely yielding.
-    fanout = Fanout([SinkSpec(sink, policy=OverflowPolicy.DROP_OLDEST, queue_size=256)])
+async def _read_into(sink: MemorySink, frames: int) -> tuple[Feed, float]:
+    """Run a session of ``frames`` book frames into a fan-out with ``sink`` (queue of 256,
+    one record per write); returns the feed and the session's wall time."""
+    fanout = Fanout([SinkSpec(sink, policy=OverflowPolicy.DROP_OLDEST, queue_size=256,
+                              batch_max=1)], drain_timeout_s=0.05)
     feed = _feed(fanout)
-    frames = 1_024
     script = Script([OPEN, '40/markets,{"sid":"n"}', *_alternating_books(frames)])
-    started = time.monotonic()
-    try:
-        await feed.run_session(script)
-    except* ConnectionLost:
-        pass
+    async with anyio.create_task_group() as tg:
+        await tg.start(fanout.run)
+        started = time.monotonic()
+        try:
+            await feed.run_session(script)
+        except* ConnectionLost:
+            pass
+        took = time.monotonic() - started
+        tg.cancel_scope.cancel()
     assert feed.stats.book_events == frames
-    # Frames 128 onwards find the queue over half full: 1,026 frames, every 64th yields.
+    return feed, took
+
+
+@pytest.mark.anyio
+async def test_the_reader_pauses_while_an_open_sink_queue_is_more_than_half_full() -> None:
+    # A slow sink (each write takes 10 s) that is open: its queue fills up, and past half
+    # full every 64th frame pauses the reader instead of merely yielding.
+    frames = 1_024
+    feed, took = await _read_into(MemorySink(delay=10.0), frames)
+    # Frames from about 130 on find the queue over half full: 1,026 frames, every 64th yields.
     pauses = feed.stats.reader_pauses
-    assert (frames + 2) // (YIELD_MASK + 1) - 2 <= pauses <= (frames + 2) // (YIELD_MASK + 1)
-    assert time.monotonic() - started >= pauses * READER_PAUSE_S
+    assert (frames + 2) // (YIELD_MASK + 1) - 3 <= pauses <= (frames + 2) // (YIELD_MASK + 1)
+    assert took >= pauses * READER_PAUSE_S
+
+
+@pytest.mark.anyio
+async def test_a_failing_sink_does_not_slow_the_reader() -> None:
+    # Pausing cannot help a sink that is not writing; its overflow policy applies instead.
+    sink = MemorySink(fail_times=10**9)
+    feed, _ = await _read_into(sink, 1_024)
+    assert sink.write_calls >= 1  # it was failing, not idle
+    assert feed.stats.reader_pauses == 0
 
 
 @pytest.mark.anyio
