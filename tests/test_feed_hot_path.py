@@ -50,13 +50,23 @@ class Script:
         pass
 
 
-@pytest.mark.anyio
-async def test_book_frames_take_the_hot_path_and_bad_ones_are_counted_as_before() -> None:
+def _alternating_books(n: int) -> list[str]:
+    """``n`` book frames of one market, each changing the best bid (so each is a record)."""
+    return [book_frame(f"0.4{i % 2}", "0.46") for i in range(n)]
+
+
+def _feed(fanout: Fanout) -> Feed:
     settings = load_settings(None, {"markets": ["m1"]})
     http = httpx.AsyncClient(transport=httpx.MockTransport(lambda r: httpx.Response(404)))
     universe = Universe()
-    entry = add_market(universe, "m1")
-    feed = Feed(settings, RestClient(http, base_url="http://x"), Fanout([]), universe)
+    add_market(universe, "m1")
+    return Feed(settings, RestClient(http, base_url="http://x"), fanout, universe)
+
+
+@pytest.mark.anyio
+async def test_book_frames_take_the_hot_path_and_bad_ones_are_counted_as_before() -> None:
+    feed = _feed(Fanout([]))
+    entry = feed.universe.markets["m1"]
     script = Script([
         OPEN,
         '40/markets,{"sid":"n"}',
@@ -89,19 +99,6 @@ async def test_book_frames_take_the_hot_path_and_bad_ones_are_counted_as_before(
     assert entry.sync.book.levels() == ([("0.42", "10")], [("0.47", "7.50")])
     assert entry.sync.stats.applied == 2  # both good frames
     assert generic == 1  # only the undecodable payload went the generic way
-
-
-def _alternating_books(n: int) -> list[str]:
-    """``n`` book frames of one market, each changing the best bid (so each is a record)."""
-    return [book_frame(f"0.4{i % 2}", "0.46") for i in range(n)]
-
-
-def _feed(fanout: Fanout) -> Feed:
-    settings = load_settings(None, {"markets": ["m1"]})
-    http = httpx.AsyncClient(transport=httpx.MockTransport(lambda r: httpx.Response(404)))
-    universe = Universe()
-    add_market(universe, "m1")
-    return Feed(settings, RestClient(http, base_url="http://x"), fanout, universe)
 
 
 @pytest.mark.anyio

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -186,12 +186,45 @@ async def test_run_feed_lets_a_bug_through() -> None:
     assert runner.disconnects == []
 
 
+async def _serve_raw() -> tuple[anyio.abc.SocketListener, int]:
+    """A raw TCP listener on a free port (serve it with ``listener.serve(handler)``)."""
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    return listener, listener.extra(anyio.abc.SocketAttribute.local_port)
+
+
+def _no_env_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("http_proxy", "https_proxy", "ws_proxy", "wss_proxy", "all_proxy",
+                 "socks_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+
+
+async def _connect_fails(handler: Callable[[anyio.abc.SocketStream], Awaitable[None]],
+                         client: WsClient, match: str, *,
+                         proxy: pytest.MonkeyPatch | None = None,
+                         open_timeout_s: float = 2) -> None:
+    """Serve ``handler`` on a raw listener and expect ``open_websocket`` to raise a
+    ``ConnectError`` matching ``match``: connecting to the listener, or, with ``proxy`` (the
+    test's monkeypatch), to an unresolvable host through the listener as ``http_proxy``."""
+    listener, port = await _serve_raw()
+    url = f"ws://127.0.0.1:{port}"
+    if proxy is not None:
+        proxy.setenv("http_proxy", f"http://127.0.0.1:{port}")
+        url = "ws://example.invalid:9"
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, handler)
+        with anyio.fail_after(5), pytest.raises(ConnectError, match=match):
+            async with open_websocket(url, {}, open_timeout_s=open_timeout_s,
+                                      max_frame_bytes=1 << 20, client=client):
+                pass
+        tg.cancel_scope.cancel()
+
+
 @pytest.mark.integration
 @pytest.mark.anyio
 @pytest.mark.parametrize("client", WS_CLIENTS)
 async def test_open_websocket_maps_a_refused_connection_to_connect_error(client: WsClient) -> None:
-    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
-    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    listener, port = await _serve_raw()
     await listener.aclose()  # nothing listens there now
     with pytest.raises(ConnectError, match="connect failed"):
         async with open_websocket(f"ws://127.0.0.1:{port}", {}, open_timeout_s=2,
@@ -208,15 +241,7 @@ async def test_open_websocket_reports_a_rejected_upgrade_with_its_status(client:
             await stream.receive()
             await stream.send(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n")
 
-    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
-    port = listener.extra(anyio.abc.SocketAttribute.local_port)
-    async with listener, anyio.create_task_group() as tg:
-        tg.start_soon(listener.serve, answer_401)
-        with pytest.raises(ConnectError, match="HTTP 401"):
-            async with open_websocket(f"ws://127.0.0.1:{port}", {}, open_timeout_s=2,
-                                      max_frame_bytes=1 << 20, client=client):
-                pass
-        tg.cancel_scope.cancel()
+    await _connect_fails(answer_401, client, "HTTP 401")
 
 
 @pytest.mark.integration
@@ -243,26 +268,13 @@ async def test_default_connect_uses_the_configured_client_both_ways(client: WsCl
     assert got == ["40/markets,"]
 
 
-async def _serve_raw() -> tuple[anyio.abc.SocketListener, int]:
-    """A raw TCP listener on a free port (serve it with ``listener.serve(handler)``)."""
-    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
-    return listener, listener.extra(anyio.abc.SocketAttribute.local_port)
-
-
-async def _no_env_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("http_proxy", "https_proxy", "ws_proxy", "wss_proxy", "all_proxy",
-                 "socks_proxy", "no_proxy"):
-        monkeypatch.delenv(name, raising=False)
-        monkeypatch.delenv(name.upper(), raising=False)
-
-
 @pytest.mark.integration
 @pytest.mark.anyio
 @pytest.mark.parametrize("client", WS_CLIENTS)
 @pytest.mark.parametrize("answer", [b"", b"HTTP/1.1 101 Switching"])
 async def test_a_peer_that_closes_during_the_upgrade_is_a_connect_error(
         client: WsClient, answer: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
-    await _no_env_proxy(monkeypatch)
+    _no_env_proxy(monkeypatch)
 
     async def close_early(stream: anyio.abc.SocketStream) -> None:
         async with stream:
@@ -270,14 +282,7 @@ async def test_a_peer_that_closes_during_the_upgrade_is_a_connect_error(
             if answer:
                 await stream.send(answer)
 
-    listener, port = await _serve_raw()
-    async with listener, anyio.create_task_group() as tg:
-        tg.start_soon(listener.serve, close_early)
-        with pytest.raises(ConnectError, match="connect failed"):
-            async with open_websocket(f"ws://127.0.0.1:{port}", {}, open_timeout_s=2,
-                                      max_frame_bytes=1 << 20, client=client):
-                pass
-        tg.cancel_scope.cancel()
+    await _connect_fails(close_early, client, "connect failed")
 
 
 @pytest.mark.integration
@@ -291,7 +296,7 @@ async def test_a_peer_that_closes_during_the_upgrade_is_a_connect_error(
 async def test_an_environment_proxy_that_fails_is_a_connect_error_within_the_timeout(
         client: WsClient, proxy_answer: bytes | None, match: str,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    await _no_env_proxy(monkeypatch)
+    _no_env_proxy(monkeypatch)
 
     async def proxy(stream: anyio.abc.SocketStream) -> None:
         async with stream:
@@ -301,15 +306,7 @@ async def test_an_environment_proxy_that_fails_is_a_connect_error_within_the_tim
             await stream.send(proxy_answer)
             await anyio.sleep(1)
 
-    listener, port = await _serve_raw()
-    monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{port}")
-    async with listener, anyio.create_task_group() as tg:
-        tg.start_soon(listener.serve, proxy)
-        with anyio.fail_after(5), pytest.raises(ConnectError, match=match):
-            async with open_websocket("ws://example.invalid:9", {}, open_timeout_s=0.5,
-                                      max_frame_bytes=1 << 20, client=client):
-                pass
-        tg.cancel_scope.cancel()
+    await _connect_fails(proxy, client, match, proxy=monkeypatch, open_timeout_s=0.5)
 
 
 @pytest.mark.integration
@@ -319,7 +316,7 @@ async def test_no_proxy_is_honoured_by_both_clients(
         client: WsClient, monkeypatch: pytest.MonkeyPatch) -> None:
     from websockets.asyncio.server import ServerConnection, serve
 
-    await _no_env_proxy(monkeypatch)
+    _no_env_proxy(monkeypatch)
     dead, dead_port = await _serve_raw()
     await dead.aclose()  # nothing listens there: going through the proxy would fail
     monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{dead_port}")
