@@ -313,9 +313,7 @@ class ConflatingQueue(SinkQueue):
         stats.enqueued += 1
         if depth >= stats.max_depth:
             stats.max_depth = depth + 1
-        if self._data is not None:
-            self._data.set()
-            self._data = None
+        self._wake_runner()
         return True
 
     def force(self, record: Record) -> bool:

@@ -535,8 +535,10 @@ class Feed:
             return
         book = update.orderbook
         token = book.tokenId
-        if not token or type(token) is not str:  # a JSON number: its decimal string
-            token = str(token) if type(token) is int else entry.token
+        if isinstance(token, int):  # a JSON number: its decimal string
+            token = str(token)
+        elif not token:
+            token = entry.token
         if entry.token and token != entry.token:
             self.stats.foreign_token += 1
             return
@@ -549,7 +551,7 @@ class Feed:
             asks = top_levels(asks, self._depth, bids=False)
         try:
             record = sync.on_update(
-                BookSnapshot(entry.slug, str(token), bids, asks, ts, recv_ts)
+                BookSnapshot(entry.slug, token, bids, asks, ts, recv_ts)
             )
         except InvalidLevel as exc:
             self.stats.invalid_books += 1
