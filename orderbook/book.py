@@ -1,6 +1,7 @@
 """The held order book of one token: per side, parallel best-first lists.
 
-Pure and synchronous: no I/O, no clock, only stdlib + msgspec.
+Pure and synchronous: no I/O, no clock, only stdlib + msgspec (and the optional C
+fast path below).
 
 The venue sends the *whole* book on every ``orderbookUpdate`` (limitless-api.md
 §3.6), so the hot path is :meth:`OrderBook.replace`: make the held book equal to
@@ -31,7 +32,8 @@ the held lists beats keeping a sorted map up to date level by level (measured by
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 from decimal import Context, Decimal
 from itertools import compress, count
 from operator import ne
@@ -83,6 +85,22 @@ LEVELS_DECODER: Final = msgspec.json.Decoder(list[PriceLevel], float_hook=NUMBER
 """One side's levels from raw JSON, numbers as wire text (``0.515`` -> ``"0.515"``)."""
 
 Entry: TypeAlias = tuple[Key, str]
+
+PURE_ENV: Final = "LIMITLESS_STREAMER_PURE_PYTHON"
+"""Set to ``1`` to run the pure-Python path even where the C fast path is built."""
+C_PLAN: Callable[[msgspec.Raw, list[Level], list[Key], list[Key], bool],
+                 tuple[list[Level], list[Key], list[Key], list[Level]] | tuple[()] | None] | None
+"""The C fast path (``orderbook/_cside.c``): plans a raw side it can prove the Python path
+would plan the same way, and returns None for anything else. None when it is not built
+(no C compiler at install) or :data:`PURE_ENV` is set; the records are the same either way
+(tests/orderbook/test_cside.py checks it against this module), only the CPU differs."""
+if os.environ.get(PURE_ENV, "") not in ("", "0"):
+    C_PLAN = None
+else:
+    try:
+        from orderbook._cside import plan as C_PLAN
+    except ImportError:  # not built: the pure-Python path
+        C_PLAN = None
 _WIRE_TYPES: Final = frozenset((str, int))
 """What a decoded number can be. A cache hit for anything else (``True == 1``,
 ``1.0 == 1``) is not trusted: it goes through :func:`parse_number`, which refuses it."""
@@ -159,9 +177,10 @@ class _Side:
     """One side of a book, best first: level texts, price keys and size keys in step.
 
     ``last_in`` is the last decoded input the lists were built from, one to one (so an
-    unchanged stretch is found by Struct comparisons in C); ``raw`` is the last raw
-    JSON of the side (so an unchanged side is skipped before decoding). Both are
-    ``None`` after any other edit.
+    unchanged stretch is found by Struct comparisons in C), or None; ``raw`` is raw JSON
+    of the side that the lists equal (so an unchanged side is skipped before decoding),
+    or None. Both are ``None`` after any other edit; after a side planned by the C fast
+    path only ``last_in`` is (nothing was decoded).
     """
 
     __slots__ = ("descending", "levels", "keys", "sizes", "last_in", "raw")
@@ -183,8 +202,8 @@ class _Side:
 _Plan: TypeAlias = tuple[list[Level], list[Key], list[Key], list[Level],
                         Sequence[PriceLevel] | None, msgspec.Raw | None]
 """How one side changes, decided before anything is mutated: the new levels, price keys
-and size keys, the changes that lead there, and the new ``last_in`` and ``raw`` (``raw``
-is None whenever ``last_in`` is). A plain tuple: it is built for nearly every update,
+and size keys, the changes that lead there, and the new ``last_in`` and ``raw``. A plain
+tuple: it is built for nearly every update,
 and a tuple costs a fraction of an instance with ``__init__``."""
 
 
@@ -384,6 +403,12 @@ def _plan(side: _Side, levels: Levels, name: Side) -> _Plan | None:
     if type(levels) is msgspec.Raw:
         if levels == side.raw:
             return None
+        if C_PLAN is not None:
+            fast = C_PLAN(levels, side.levels, side.keys, side.sizes, side.descending)
+            if fast is not None:
+                if not fast:  # equal to the held side: keep the lists, remember the bytes
+                    return side.levels, side.keys, side.sizes, [], side.last_in, levels
+                return fast[0], fast[1], fast[2], fast[3], None, levels
         raw = levels
         try:
             levels = LEVELS_DECODER.decode(levels)

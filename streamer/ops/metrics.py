@@ -13,7 +13,7 @@ base units):
 ================================================  =======  ===============================
 name                                              type     labels
 ================================================  =======  ===============================
-build_info                                        gauge    version, python
+build_info                                        gauge    version, python, book_core
 ready                                             gauge    (1 when /readyz says ready)
 feed_connected                                    gauge
 feed_sessions_total                               counter
@@ -110,6 +110,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
+from orderbook import book
 from streamer import __version__
 from streamer.ops.histogram import FEED_LATENCY_BUCKETS, Histogram
 from streamer.transport.rest import ENDPOINT_ACTIVE, ENDPOINT_MARKET, ENDPOINT_ORDERBOOK
@@ -429,9 +430,11 @@ class StatsCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         """Yield every family; called by the registry on each scrape."""
         m = self._m
-        info = _gauge("build_info", "Build information (value is always 1).",
-                      ["version", "python"])
-        info.add_metric([__version__, platform.python_version()], 1.0)
+        info = _gauge("build_info", "Build information (value is always 1); book_core is c "
+                      "(the C fast path) or python (not built, or turned off).",
+                      ["version", "python", "book_core"])
+        info.add_metric([__version__, platform.python_version(),
+                         "c" if book.C_PLAN is not None else "python"], 1.0)
         yield info
         ready = _gauge("ready", "1 when /readyz reports ready, else 0.")
         ready.add_metric([], 1.0 if m.readiness()[0] else 0.0)
