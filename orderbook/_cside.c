@@ -20,6 +20,9 @@
  * a size 0, another order, an invalid number ...) returns None before any object is
  * made, and the Python path gives the answer (or raises InvalidLevel).
  *
+ * The held lists are borrowed: orderbook.book never changes them in place (a plan makes
+ * new lists), so their items stay valid while this allocates.
+ *
  * Keys are the number times 10**18 (price: int64, size: unsigned 128-bit), the same
  * integers orderbook.book uses. A held level keeps its price text and, when the size
  * did not change in value (100 and 100.0), its size text. No state, no I/O.
@@ -105,16 +108,28 @@ skip_ws(const char *c, const char *end)
     return c;
 }
 
-/* A string token at c ('"'): its content span; NULL for an escape or no end. */
+/* A string token at c ('"'): its content span; NULL for an escape, a control character
+ * (invalid JSON, which msgspec refuses) or no end. */
 static inline const char *
 string_token(const char *c, const char *end, const char **s, Py_ssize_t *n)
 {
     const char *q = memchr(c + 1, '"', (size_t)(end - c - 1));
     if (q == NULL || memchr(c + 1, '\\', (size_t)(q - c - 1)) != NULL)
         return NULL;
+    for (const char *d = c + 1; d < q; d++)
+        if ((unsigned char)*d < 0x20)
+            return NULL;
     *s = c + 1;
     *n = q - c - 1;
     return q + 1;
+}
+
+static inline const char *
+digits(const char *c, const char *end)
+{
+    while (c < end && *c >= '0' && *c <= '9')
+        c++;
+    return c;
 }
 
 /* A price or size value at c: a number or a string; its text span and whether bare. */
@@ -147,10 +162,31 @@ skip_value(const char *c, const char *end)
         Py_ssize_t n;
         return string_token(c, end, &s, &n);
     }
+    /* a JSON number: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)? */
     if ((*c >= '0' && *c <= '9') || *c == '-') {
-        while (c < end && ((*c >= '0' && *c <= '9') || *c == '-' || *c == '+' || *c == '.' ||
-                           *c == 'e' || *c == 'E'))
+        if (*c == '-' && ++c >= end)
+            return NULL;
+        if (*c == '0')
             c++;
+        else if (*c >= '1' && *c <= '9')
+            c = digits(c, end);
+        else
+            return NULL;
+        if (c < end && *c == '.') {
+            const char *d = digits(c + 1, end);
+            if (d == c + 1)
+                return NULL;
+            c = d;
+        }
+        if (c < end && (*c == 'e' || *c == 'E')) {
+            c++;
+            if (c < end && (*c == '+' || *c == '-'))
+                c++;
+            const char *d = digits(c, end);
+            if (d == c)
+                return NULL;
+            c = d;
+        }
         return c;
     }
     if (end - c >= 4 && (memcmp(c, "true", 4) == 0 || memcmp(c, "null", 4) == 0))

@@ -416,6 +416,8 @@ def _plan(side: _Side, levels: Levels, name: Side) -> _Plan | None:
             raise InvalidLevel(name, None, None, f"undecodable levels: {exc}") from None
     assert not isinstance(levels, msgspec.Raw)
     last_in = side.last_in
+    if last_in is not None and not _bool_free(raw, levels):
+        last_in = None  # Struct equality has true == 1: every level is looked at instead
     try:
         if last_in is None:
             plan = _merge(side, 0, len(side.levels), levels, name, None, levels, raw)
@@ -438,6 +440,20 @@ def _plan(side: _Side, levels: Levels, name: Side) -> _Plan | None:
         return _dict_plan(side, levels, name) if plan is None else plan
     except TypeError:  # an unhashable value (a JSON object or array) as a number
         raise _first_invalid(levels, name) from None
+
+
+def _bool_free(raw: msgspec.Raw | None, levels: Sequence[PriceLevel]) -> bool:
+    """Whether no price or size is a JSON ``true``/``false`` (maybe: a false alarm is safe).
+
+    The Struct comparisons with the last input would take ``true`` for ``1`` (and
+    ``false`` for ``0``), so a boolean would pass as unchanged after a ``1`` and be
+    refused otherwise: whether a book is invalid would depend on what came before it
+    (and on whether the C fast path, which keeps no last input, planned it).
+    """
+    if raw is not None:
+        text = bytes(raw)
+        return b"true" not in text and b"false" not in text
+    return not any(type(level.price) is bool or type(level.size) is bool for level in levels)
 
 
 def _merge_middle(side: _Side, last_in: Sequence[PriceLevel], levels: Sequence[PriceLevel],

@@ -481,3 +481,27 @@ def test_parse_number_ints_and_dots(value: object, expected: object) -> None:
     assert parse_number(value) == expected
     if type(value) is int and value >= 0:
         assert parse_number(str(value)) == expected
+
+
+@pytest.mark.parametrize("before", [b'[{"price":0.5,"size":1}]', b'[{"price":"0.5","size":"1"}]',
+                                    b'[{"price":0.5,"size":2}]'])
+@pytest.mark.parametrize("boolean", [b'[{"price":0.5,"size":true}]',
+                                     b'[{"price":0.5,"size":1},{"price":0.4,"size":false}]'])
+@pytest.mark.parametrize("raw", [True, False], ids=["raw", "decoded"])
+def test_a_boolean_is_refused_whatever_came_before(before: bytes, boolean: bytes,
+                                                   raw: bool) -> None:
+    """``true`` equals ``1`` to a Struct comparison with the last input; it is refused anyway,
+    so whether a book is invalid does not depend on the book before it."""
+    import msgspec
+
+    from orderbook.book import LEVELS_DECODER
+
+    def side(text: bytes) -> msgspec.Raw | list[PriceLevel]:
+        return msgspec.Raw(text) if raw else LEVELS_DECODER.decode(text)
+
+    book = OrderBook()
+    book.replace(side(before), [])
+    held = book.levels()
+    with pytest.raises(InvalidLevel, match="bool"):
+        book.replace(side(boolean), [])
+    assert book.levels() == held
