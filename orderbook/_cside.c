@@ -113,12 +113,12 @@ skip_ws(const char *c, const char *end)
 static inline const char *
 string_token(const char *c, const char *end, const char **s, Py_ssize_t *n)
 {
-    const char *q = memchr(c + 1, '"', (size_t)(end - c - 1));
-    if (q == NULL || memchr(c + 1, '\\', (size_t)(q - c - 1)) != NULL)
-        return NULL;
-    for (const char *d = c + 1; d < q; d++)
-        if ((unsigned char)*d < 0x20)
+    const char *q = c + 1; /* one pass: the strings here are short ("side", "BUY") */
+    for (; q < end && *q != '"'; q++)
+        if (*q == '\\' || (unsigned char)*q < 0x20)
             return NULL;
+    if (q >= end)
+        return NULL;
     *s = c + 1;
     *n = q - c - 1;
     return q + 1;

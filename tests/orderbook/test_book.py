@@ -505,3 +505,20 @@ def test_a_boolean_is_refused_whatever_came_before(before: bytes, boolean: bytes
     with pytest.raises(InvalidLevel, match="bool"):
         book.replace(side(boolean), [])
     assert book.levels() == held
+
+
+def test_the_c_fast_path_is_built_where_a_compiler_is() -> None:
+    """The extension is optional at install; where a compiler exists it must have built (a
+    broken _cside.c would otherwise only skip its tests and cost CPU silently)."""
+    import os
+    import shutil
+    import sysconfig
+
+    from orderbook import book
+
+    compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    if shutil.which(compiler) is None:
+        pytest.skip(f"no C compiler ({compiler}): the pure-Python path runs")
+    if os.environ.get(book.PURE_ENV, "") not in ("", "0"):
+        pytest.skip(f"{book.PURE_ENV} is set")
+    assert book.C_PLAN is not None, "orderbook/_cside.c did not build (pip install -e . -v)"
