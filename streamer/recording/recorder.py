@@ -42,7 +42,7 @@ last batch (``flush_interval_s``, or 4096 entries).
 Hot path: the reader appends one tuple to a list; every 64 entries, the event loop
 encodes them and feeds them to the open Zstandard frame (about 0.2 ms for 64 frames
 of 2 KB), with no GIL hand-off to a thread and back per chunk. A worker thread only
-writes finished frames to the file. End to end this costs about 6 us per 2 KB frame
+writes finished frames to the file. End to end this costs about 4 us per 2 KB frame
 (``python -m streamer.bench --compare-set record.dir=DIR``; README, Performance).
 Bounded: beyond ``queue_max`` entries not yet written (buffered, compressed, or being
 written), new ones are dropped and counted, and a ``g`` entry marks the gap.
