@@ -527,9 +527,11 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module_def = {
-    PyModuleDef_HEAD_INIT, "orderbook._cside",
-    "The book's hot path in C (orderbook.book is the reference; see the source).", -1,
-    methods,
+    PyModuleDef_HEAD_INIT,
+    .m_name = "orderbook._cside",
+    .m_doc = "The book's hot path in C (orderbook.book is the reference; see the source).",
+    .m_size = -1,
+    .m_methods = methods,
 };
 
 PyMODINIT_FUNC
