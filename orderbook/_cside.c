@@ -283,33 +283,27 @@ same_text(PyObject *held, const char *s, Py_ssize_t n)
     return PyUnicode_GET_LENGTH(held) == n && memcmp(PyUnicode_DATA(held), s, (size_t)n) == 0;
 }
 
+/* op(a, b), releasing both operands; NULL when either is NULL (its error is set). */
+static PyObject *
+binary_steal(binaryfunc op, PyObject *a, PyObject *b)
+{
+    PyObject *out = a != NULL && b != NULL ? op(a, b) : NULL;
+    Py_XDECREF(a);
+    Py_XDECREF(b);
+    return out;
+}
+
 static PyObject *
 size_key_object(u128 v)
 {
     if (v <= (u128)UINT64_MAX)
         return PyLong_FromUnsignedLongLong((unsigned long long)v);
-    PyObject *hi = PyLong_FromUnsignedLongLong((unsigned long long)(v >> 64));
-    if (hi == NULL)
-        return NULL;
-    PyObject *shift = PyLong_FromLong(64);
-    if (shift == NULL) {
-        Py_DECREF(hi);
-        return NULL;
-    }
-    PyObject *high = PyNumber_Lshift(hi, shift);
-    Py_DECREF(hi);
-    Py_DECREF(shift);
+    PyObject *high = binary_steal(PyNumber_Lshift,
+                                  PyLong_FromUnsignedLongLong((unsigned long long)(v >> 64)),
+                                  PyLong_FromLong(64));
     if (high == NULL)
         return NULL;
-    PyObject *lo = PyLong_FromUnsignedLongLong((unsigned long long)v);
-    if (lo == NULL) {
-        Py_DECREF(high);
-        return NULL;
-    }
-    PyObject *out = PyNumber_Or(high, lo);
-    Py_DECREF(high);
-    Py_DECREF(lo);
-    return out;
+    return binary_steal(PyNumber_Or, high, PyLong_FromUnsignedLongLong((unsigned long long)v));
 }
 
 static PyObject *
@@ -334,14 +328,16 @@ text(const char *s, Py_ssize_t n)
     return PyUnicode_FromStringAndSize(s, n);
 }
 
-/* Append a new reference to a list; steals item. */
+/* Append (price, "0") for a held level that is gone. */
 static int
-append_new(PyObject *list, PyObject *item)
+append_removed(PyObject *changes, PyObject *held)
 {
-    if (item == NULL)
+    Py_INCREF(ZERO_TEXT);
+    PyObject *removed = pair(PyTuple_GET_ITEM(held, 0), ZERO_TEXT);
+    if (removed == NULL)
         return -1;
-    int r = PyList_Append(list, item);
-    Py_DECREF(item);
+    int r = PyList_Append(changes, removed);
+    Py_DECREF(removed);
     return r;
 }
 
@@ -403,121 +399,91 @@ plan(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
     }
 
+    /* Each new object goes into its slot at once: on an error the lists' dealloc frees what
+     * is set (slots not set yet hold NULL, which it skips). */
+    PyObject *result = NULL;
     PyObject *out_levels = PyList_New(m), *out_keys = PyList_New(m);
     PyObject *out_sizes = PyList_New(m), *changes = PyList_New(0);
     if (out_levels == NULL || out_keys == NULL || out_sizes == NULL || changes == NULL)
-        goto error;
+        goto done;
     Py_ssize_t i = 0;
     for (Py_ssize_t j = 0; j < m; j++) {
         Lvl *l = &lv[j];
         while (i < h && (descending ? hk[i] > l->pkey : hk[i] < l->pkey)) {
             /* better than any new level: gone */
-            PyObject *gone = PyList_GET_ITEM(levels, i);
-            Py_INCREF(ZERO_TEXT);
-            if (append_new(changes, pair(PyTuple_GET_ITEM(gone, 0), ZERO_TEXT)) < 0)
-                goto error;
+            if (append_removed(changes, PyList_GET_ITEM(levels, i)) < 0)
+                goto done;
             i++;
         }
         PyObject *level, *key, *size;
         if (i < h && hk[i] == l->pkey) {
-            PyObject *held = PyList_GET_ITEM(levels, i);
+            PyObject *held = PyList_GET_ITEM(levels, i), *held_size = PyList_GET_ITEM(sizes, i);
             key = PyList_GET_ITEM(keys, i);
             Py_INCREF(key);
+            PyList_SET_ITEM(out_keys, j, key);
             int same = same_text(PyTuple_GET_ITEM(held, 1), l->s, l->sn);
-            if (same) {
-                size = PyList_GET_ITEM(sizes, i);
-                Py_INCREF(size);
+            size = NULL;
+            if (!same) {
+                if ((size = size_key_object(l->skey)) == NULL)
+                    goto done;
+                same = PyObject_RichCompareBool(size, held_size, Py_EQ);
+                if (same != 0) /* the same value spelled another way (or an error) */
+                    Py_DECREF(size);
+                if (same < 0)
+                    goto done;
+            }
+            if (same) { /* the held level stays, with its texts */
+                Py_INCREF(held_size);
+                PyList_SET_ITEM(out_sizes, j, held_size);
+                Py_INCREF(held);
+                PyList_SET_ITEM(out_levels, j, held);
             }
             else {
-                size = size_key_object(l->skey);
-                if (size == NULL) {
-                    Py_DECREF(key);
-                    goto error;
-                }
-                same = PyObject_RichCompareBool(size, PyList_GET_ITEM(sizes, i), Py_EQ);
-                if (same < 0) {
-                    Py_DECREF(key);
-                    Py_DECREF(size);
-                    goto error;
-                }
-                if (same) { /* another spelling of the same size: the held text stays */
-                    Py_DECREF(size);
-                    size = PyList_GET_ITEM(sizes, i);
-                    Py_INCREF(size);
-                }
-            }
-            if (same) {
-                level = held;
-                Py_INCREF(level);
-            }
-            else {
-                level = pair(PyTuple_GET_ITEM(held, 0), text(l->s, l->sn));
-                if (level == NULL || PyList_Append(changes, level) < 0) {
-                    Py_XDECREF(level);
-                    Py_DECREF(key);
-                    Py_DECREF(size);
-                    goto error;
-                }
+                PyList_SET_ITEM(out_sizes, j, size);
+                if ((level = pair(PyTuple_GET_ITEM(held, 0), text(l->s, l->sn))) == NULL)
+                    goto done;
+                PyList_SET_ITEM(out_levels, j, level);
+                if (PyList_Append(changes, level) < 0)
+                    goto done;
             }
             i++;
         }
         else {
             PyObject *ptext = text(l->p, l->pn);
             if (ptext == NULL)
-                goto error;
+                goto done;
             level = pair(ptext, text(l->s, l->sn));
             Py_DECREF(ptext);
-            key = PyLong_FromLongLong(l->pkey);
-            size = size_key_object(l->skey);
-            if (level == NULL || key == NULL || size == NULL ||
-                PyList_Append(changes, level) < 0) {
-                Py_XDECREF(level);
-                Py_XDECREF(key);
-                Py_XDECREF(size);
-                goto error;
-            }
+            if (level == NULL)
+                goto done;
+            PyList_SET_ITEM(out_levels, j, level);
+            if (PyList_Append(changes, level) < 0 ||
+                (key = PyLong_FromLongLong(l->pkey)) == NULL)
+                goto done;
+            PyList_SET_ITEM(out_keys, j, key);
+            if ((size = size_key_object(l->skey)) == NULL)
+                goto done;
+            PyList_SET_ITEM(out_sizes, j, size);
         }
-        PyList_SET_ITEM(out_levels, j, level);
-        PyList_SET_ITEM(out_keys, j, key);
-        PyList_SET_ITEM(out_sizes, j, size);
     }
-    for (; i < h; i++) {
-        PyObject *gone = PyList_GET_ITEM(levels, i);
-        Py_INCREF(ZERO_TEXT);
-        if (append_new(changes, pair(PyTuple_GET_ITEM(gone, 0), ZERO_TEXT)) < 0)
-            goto error;
-    }
-    PyBuffer_Release(&view);
+    for (; i < h; i++)
+        if (append_removed(changes, PyList_GET_ITEM(levels, i)) < 0)
+            goto done;
     if (PyList_GET_SIZE(changes) == 0) { /* only spellings changed */
-        Py_DECREF(out_levels);
-        Py_DECREF(out_keys);
-        Py_DECREF(out_sizes);
-        Py_DECREF(changes);
-        Py_INCREF(UNCHANGED);
-        return UNCHANGED;
+        result = UNCHANGED;
+        Py_INCREF(result);
     }
-    PyObject *result = PyTuple_New(4);
-    if (result == NULL) {
-        Py_DECREF(out_levels);
-        Py_DECREF(out_keys);
-        Py_DECREF(out_sizes);
-        Py_DECREF(changes);
-        return NULL;
+    else {
+        result = PyTuple_Pack(4, out_levels, out_keys, out_sizes, changes);
     }
-    PyTuple_SET_ITEM(result, 0, out_levels);
-    PyTuple_SET_ITEM(result, 1, out_keys);
-    PyTuple_SET_ITEM(result, 2, out_sizes);
-    PyTuple_SET_ITEM(result, 3, changes);
-    return result;
 
-error:
-    /* Lists from PyList_New hold NULL in the slots not set yet; their dealloc skips them. */
+done:
     PyBuffer_Release(&view);
     Py_XDECREF(out_levels);
     Py_XDECREF(out_keys);
     Py_XDECREF(out_sizes);
     Py_XDECREF(changes);
-    return NULL;
+    return result;
 }
 
 static PyMethodDef methods[] = {
