@@ -94,13 +94,18 @@ C_PLAN: Callable[[msgspec.Raw, list[Level], list[Key], list[Key], bool],
 would plan the same way, and returns None for anything else. None when it is not built
 (no C compiler at install) or :data:`PURE_ENV` is set; the records are the same either way
 (tests/orderbook/test_cside.py checks it against this module), only the CPU differs."""
+BOOK_CORE: str
+"""Which path plans the sides, and why: what the start-up log and the benchmark print."""
 if os.environ.get(PURE_ENV, "") not in ("", "0"):
     C_PLAN = None
+    BOOK_CORE = f"pure Python ({PURE_ENV} is set)"
 else:
     try:
         from orderbook._cside import plan as C_PLAN
+        BOOK_CORE = "C fast path"
     except ImportError:  # not built: the pure-Python path
         C_PLAN = None
+        BOOK_CORE = "pure Python (the C fast path is not built)"
 _WIRE_TYPES: Final = frozenset((str, int))
 """What a decoded number can be. A cache hit for anything else (``True == 1``,
 ``1.0 == 1``) is not trusted: it goes through :func:`parse_number`, which refuses it."""
@@ -162,6 +167,12 @@ def _cached_entry(value: object, cache: dict[object, Entry], limit: int, *,
     entry = cache.get(value)
     if entry is not None and type(value) in _WIRE_TYPES:
         return entry
+    return _parse_and_cache(value, cache, limit, price=price)
+
+
+def _parse_and_cache(value: object, cache: dict[object, Entry], limit: int, *,
+                     price: bool) -> Entry | str:
+    """``value`` parsed (and a price range-checked) and cached, or why it is invalid."""
     parsed = parse_number(value)
     if isinstance(parsed, str):
         return parsed
@@ -179,8 +190,8 @@ class _Side:
     ``last_in`` is the last decoded input the lists were built from, one to one (so an
     unchanged stretch is found by Struct comparisons in C), or None; ``raw`` is raw JSON
     of the side that the lists equal (so an unchanged side is skipped before decoding),
-    or None. Both are ``None`` after any other edit; after a side planned by the C fast
-    path only ``last_in`` is (nothing was decoded).
+    or None. Both are ``None`` after any other edit; after the C fast path changed the
+    side, only ``last_in`` is (nothing was decoded).
     """
 
     __slots__ = ("descending", "levels", "keys", "sizes", "last_in", "raw")
@@ -203,8 +214,8 @@ _Plan: TypeAlias = tuple[list[Level], list[Key], list[Key], list[Level],
                         Sequence[PriceLevel] | None, msgspec.Raw | None]
 """How one side changes, decided before anything is mutated: the new levels, price keys
 and size keys, the changes that lead there, and the new ``last_in`` and ``raw``. A plain
-tuple: it is built for nearly every update,
-and a tuple costs a fraction of an instance with ``__init__``."""
+tuple: it is built for nearly every update, and a tuple costs a fraction of an instance
+with ``__init__``."""
 
 
 Levels: TypeAlias = Sequence[PriceLevel] | msgspec.Raw
@@ -219,14 +230,14 @@ class OrderBook:
     (see the module docstring). No Decimal is made for plain prices and sizes.
 
     Hot path (:meth:`replace`): a side whose raw JSON equals the last one applied is
-    skipped before decoding; otherwise the positions that differ from the last decoded
-    input are found by Struct comparisons in C (none: the side is unchanged), and with
-    as many levels as before only those are looked at (sizes changed in place, the
-    commonest update); else only the stretch between the
-    common prefix and suffix is merge-walked against the held levels. Input that is
-    not strictly sorted best first, repeats a price, or carries a size-0 level takes a
-    dict-based path with the same result. (Struct comparison is Python equality, so a
-    JSON ``true`` where the last input had ``1`` reads as unchanged, not invalid.)
+    skipped before decoding; else the C fast path (:data:`C_PLAN`) plans it when it can.
+    Otherwise the positions that differ from the last decoded input are found by Struct
+    comparisons in C (none: the side is unchanged; skipped when a side may hold a JSON
+    boolean, which Struct equality would take for ``1`` or ``0``), and with as many
+    levels as before only those are looked at (sizes changed in place, the commonest
+    update); else only the stretch between the common prefix and suffix is merge-walked
+    against the held levels. Input that is not strictly sorted best first, repeats a
+    price, or carries a size-0 level takes a dict-based path with the same result.
 
     Two prices with equal keys (``0.5`` and ``0.50``) are the same level; the held
     level keeps the price text it was first inserted with, and every output level
@@ -514,20 +525,16 @@ def _resized(side: _Side, levels: Sequence[PriceLevel], changed: list[int], name
 def _new_size(value: object, price: object, name: Side) -> Entry:
     """The entry of a size the cache does not answer for, parsed and cached.
 
-    One call instead of :func:`size_entry`'s chain (the cache was just missed, or hit
-    for a type a hit is not trusted for, which :func:`parse_number` refuses).
+    Skips :func:`size_entry`'s lookup (the cache was just missed, or hit for a type a hit
+    is not trusted for, which :func:`parse_number` refuses).
 
     Raises:
         InvalidLevel: the size is invalid.
     """
-    parsed = parse_number(value)
+    parsed = _parse_and_cache(value, _SIZES, SIZE_CACHE_MAX, price=False)
     if type(parsed) is str:
         raise InvalidLevel(name, price, value, parsed)
     assert type(parsed) is tuple
-    cache = _SIZES
-    if len(cache) >= SIZE_CACHE_MAX:
-        cache.clear()
-    cache[value] = parsed
     return parsed
 
 
