@@ -238,8 +238,7 @@ async def run(
             UUIDv7.
     """
     specs = settings.sink_specs() if specs is None else specs
-    logger.info("book core: %s", "C fast path" if book.C_PLAN is not None
-                else "pure Python (the C fast path is not built or is turned off)")
+    logger.info("book core: %s", book.BOOK_CORE)
     metrics = Metrics(per_market=settings.per_market_metrics) if metrics is None else metrics
     feeds: list[Feed] = []  # the fan-out exists before the feed; its snapshots come late
 

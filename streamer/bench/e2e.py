@@ -580,19 +580,12 @@ async def latency_main(args: argparse.Namespace) -> tuple[float, float]:
     return p50, p99
 
 
-def _why_pure() -> str:
-    if os.environ.get(book.PURE_ENV, "") not in ("", "0"):
-        return f"off: {book.PURE_ENV} is set"
-    return "not built"
-
-
 async def main_async(args: argparse.Namespace) -> dict[str, float]:
     """Run the chosen workloads; print a table and the ratios; return the ratios."""
     print(f"{args.frames} orderbookUpdate frames per run over a loopback socket, "
           f"{args.markets} markets, {args.levels} levels per side, best of {args.repeat}"
           + ("" if args.quirks else ", no encoding quirks")
-          + (", book core: C fast path" if book.C_PLAN is not None
-             else f", book core: pure Python (C fast path {_why_pure()})")
+          + f", book core: {book.BOOK_CORE}"
           + (f", daemon settings {args.set}" if args.set else "")
           + (f", daemon with and without {args.compare_set}" if args.compare_set else ""))
     print(f"{'workload':9} {'client':58} {'frames/s':>9} {'CPU us/frame':>13}")
